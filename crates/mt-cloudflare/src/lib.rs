@@ -1,0 +1,1 @@
+//! Cloudflare REST and GraphQL client. Filled by the mt-cloudflare issue.

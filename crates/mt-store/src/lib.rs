@@ -1,0 +1,32 @@
+//! The Magic Transit database (SPEC §4–§5): the only crate that writes SQL.
+//!
+//! One [`Store`] over a SQLite pool in WAL mode, shared by every daemon through the same file.
+//! Opening a store applies the embedded migrations (adopting a database created by the original
+//! Python suite in place) and refuses a database whose schema is newer than this binary.
+//!
+//! Writes go through [`WriteTx`], a `BEGIN IMMEDIATE` transaction, so a webhook, its derived
+//! rows and (later) its queued notification commit together or not at all. Every statement is
+//! parameterised; every stored time is UTC `YYYY-MM-DD HH:MM:SS` text (SPEC §4).
+
+mod analytics;
+mod attack;
+mod calm;
+mod error;
+mod loose;
+mod migrate;
+mod stats;
+mod store;
+mod vocab;
+mod webhook;
+mod withdrawal;
+
+pub use analytics::{AnalyticsEvent, NewAnalyticsEvent, event_hash};
+pub use attack::{AttackEvent, NewAttackEvent};
+pub use calm::{CalmUpdate, PrefixCalmStatus};
+pub use error::{Error, Result};
+pub use migrate::{SchemaStatus, embedded_schema_version};
+pub use stats::Stats;
+pub use store::{OpenOptions, Store, WriteTx};
+pub use vocab::{ActionTaken, EventType, WithdrawMethod, WithdrawStatus};
+pub use webhook::{NewWebhookEvent, WebhookDedup, WebhookEvent, WebhookInsert, WebhookStats};
+pub use withdrawal::{NewPendingWithdrawal, NewWithdrawal, PendingWithdrawal, Withdrawal};

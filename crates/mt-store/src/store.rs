@@ -1,0 +1,186 @@
+//! Opening the database and the write transaction type.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+
+use crate::migrate::{self, SchemaStatus};
+use crate::{Error, Result};
+
+/// How to open the database.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// The SQLite file; created (with its parent directory) if missing.
+    pub path: PathBuf,
+    /// How long a statement waits for another process's write lock before failing.
+    pub busy_timeout: Duration,
+    /// Pool size. SQLite serialises writers anyway; a few connections let reads proceed while
+    /// one connection writes.
+    pub max_connections: u32,
+}
+
+impl OpenOptions {
+    /// Options for `path` with the defaults every daemon uses.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            busy_timeout: Duration::from_secs(10),
+            max_connections: 4,
+        }
+    }
+
+    /// Options from the `[database]` section of the config.
+    pub fn from_config(config: &mt_common::config::DatabaseConfig) -> Self {
+        Self {
+            busy_timeout: config.busy_timeout,
+            ..Self::new(&config.path)
+        }
+    }
+}
+
+/// The database, shared by every task of a daemon (cheap to clone).
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    path: Arc<PathBuf>,
+    schema: Arc<SchemaStatus>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("schema_version", &self.schema.version)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database.
+    ///
+    /// WAL journal, `synchronous = FULL` (a committed webhook survives power loss, not only a
+    /// process crash), foreign keys on, and `busy_timeout` so concurrent daemons wait for each
+    /// other instead of failing with "database is locked".
+    pub async fn open(options: &OpenOptions) -> Result<Self> {
+        let path = options.path.clone();
+        let open_err = |source| Error::Open {
+            path: path.clone(),
+            source,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+            && !parent.exists()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| open_err(sqlx::Error::Io(e)))?;
+        }
+        let connect = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(options.busy_timeout);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.busy_timeout + Duration::from_secs(5))
+            .connect_with(connect)
+            .await
+            .map_err(open_err)?;
+        let schema = match migrate::run(&pool, &path).await {
+            Ok(schema) => schema,
+            Err(e) => {
+                pool.close().await;
+                return Err(e);
+            }
+        };
+        Ok(Self {
+            pool,
+            path: Arc::new(path),
+            schema: Arc::new(schema),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What opening did to the schema (version, migrations applied, legacy columns added).
+    pub fn schema(&self) -> &SchemaStatus {
+        &self.schema
+    }
+
+    /// Starts a write transaction with `BEGIN IMMEDIATE`: the write lock is taken up front, so a
+    /// transaction that reads and then writes cannot fail half-way with `SQLITE_BUSY`.
+    pub async fn begin(&self) -> Result<WriteTx> {
+        Ok(WriteTx {
+            tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+        })
+    }
+
+    /// Checks that the database answers (for `/healthz`).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Writes a consistent copy of the database to `target` while other processes keep
+    /// writing (`VACUUM INTO`: one read transaction, so the copy is a single snapshot). Refuses
+    /// to overwrite an existing file.
+    pub async fn backup_to(&self, target: &Path) -> Result<()> {
+        if target.exists() {
+            return Err(Error::BackupTargetExists(target.to_path_buf()));
+        }
+        let target = target.to_str().ok_or_else(|| {
+            Error::Invalid(format!("backup path {} is not UTF-8", target.display()))
+        })?;
+        sqlx::query("VACUUM INTO ?1")
+            .bind(target)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Closes every connection (checkpointing the WAL when this was the last user).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+/// A write transaction (`BEGIN IMMEDIATE`). Dropped without [`WriteTx::commit`], it rolls back.
+pub struct WriteTx {
+    tx: Transaction<'static, Sqlite>,
+}
+
+impl fmt::Debug for WriteTx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WriteTx")
+    }
+}
+
+impl WriteTx {
+    /// Makes every write of this transaction durable.
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// Discards every write of this transaction.
+    pub async fn rollback(self) -> Result<()> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+
+    pub(crate) fn conn(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
+}
