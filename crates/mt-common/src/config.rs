@@ -443,6 +443,19 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
     }
 
+    /// Loads the config for a binary: path from `--config`, `$MT_CONFIG` or the default; on any
+    /// error prints one line naming the key and exits with status 2 (SPEC §3).
+    pub fn load_or_exit(cli: Option<&Path>) -> Self {
+        let path = Self::resolve_path(cli);
+        match Self::load(&path) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+
     /// Loads and validates `path` with the process environment's overrides.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         Self::load_with_env(path, process_env())

@@ -1,5 +1,8 @@
 //! Tracing initialisation shared by every binary: one line per event on stderr (journald picks
-//! it up), filtered by `RUST_LOG` (default `info`).
+//! it up), filtered by `RUST_LOG` (default `info`). Colours only on a terminal, so journald
+//! stores plain text.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -9,6 +12,7 @@ pub fn init() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }
