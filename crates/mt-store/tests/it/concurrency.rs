@@ -105,3 +105,33 @@ async fn four_daemons_write_concurrently_without_lock_errors_or_lost_rows() {
         "ok"
     );
 }
+
+#[tokio::test]
+async fn a_lock_held_past_busy_timeout_is_a_clear_transient_error() {
+    let db = TestDb::new();
+    let holder = db.open().await;
+    let mut options = OpenOptions::new(&db.path);
+    options.busy_timeout = std::time::Duration::from_millis(200);
+    let waiter = Store::open(&options).await.expect("open");
+
+    let tx = holder.begin().await.expect("hold the write lock");
+    let err = waiter
+        .log_attack_event(&NewAttackEvent::new(
+            EventType::Start,
+            ActionTaken::Mitigating,
+            Utc::now(),
+        ))
+        .await
+        .expect_err("the lock is held");
+    assert!(err.is_transient(), "{err:?}");
+    assert!(err.to_string().contains("database is busy"), "{err}");
+    tx.rollback().await.expect("release");
+    waiter
+        .log_attack_event(&NewAttackEvent::new(
+            EventType::Start,
+            ActionTaken::Mitigating,
+            Utc::now(),
+        ))
+        .await
+        .expect("works once the lock is released");
+}
