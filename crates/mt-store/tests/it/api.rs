@@ -415,3 +415,62 @@ async fn backup_while_a_writer_inserts_is_consistent_and_complete() {
 fn tokio_util_stop() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false))
 }
+
+#[tokio::test]
+async fn a_lease_has_one_holder_until_it_expires_or_is_released() {
+    let db = TestDb::new();
+    let a = db.open().await;
+    let b = db.open().await;
+    let t0 = Utc.with_ymd_and_hms(2026, 1, 19, 0, 0, 0).unwrap();
+    let ttl = StdDuration::from_secs(30);
+    assert!(a.acquire_lease("sender", "a", ttl, t0).await.unwrap());
+    assert!(
+        !b.acquire_lease("sender", "b", ttl, t0 + Duration::seconds(29))
+            .await
+            .unwrap()
+    );
+    assert!(
+        a.acquire_lease("sender", "a", ttl, t0 + Duration::seconds(29))
+            .await
+            .unwrap(),
+        "renewal"
+    );
+    assert!(
+        !b.acquire_lease("sender", "b", ttl, t0 + Duration::seconds(58))
+            .await
+            .unwrap(),
+        "renewed until 59s"
+    );
+    assert!(
+        b.acquire_lease("sender", "b", ttl, t0 + Duration::seconds(60))
+            .await
+            .unwrap(),
+        "expired: taken over"
+    );
+    assert!(
+        !a.acquire_lease("sender", "a", ttl, t0 + Duration::seconds(61))
+            .await
+            .unwrap()
+    );
+    assert!(
+        a.acquire_lease("other", "a", ttl, t0).await.unwrap(),
+        "leases are independent by name"
+    );
+    a.release_lease("sender", "a").await.unwrap();
+    assert_eq!(
+        b.lease_holder("sender")
+            .await
+            .unwrap()
+            .map(|(h, _)| h)
+            .as_deref(),
+        Some("b"),
+        "only the holder can release"
+    );
+    b.release_lease("sender", "b").await.unwrap();
+    assert!(
+        a.acquire_lease("sender", "a", ttl, t0 + Duration::seconds(62))
+            .await
+            .unwrap(),
+        "released: free at once"
+    );
+}

@@ -1,0 +1,143 @@
+//! Queuing a message inside the caller's transaction.
+
+use chrono::{DateTime, Utc};
+use mt_common::config::TelegramConfig;
+use mt_store::{NewNotification, WriteTx};
+
+use crate::{MAX_MESSAGE_CHARS, Message};
+
+/// Parse mode of every rendered template.
+pub const PARSE_MODE: &str = "MarkdownV2";
+
+/// Renders and queues messages for the configured chat.
+#[derive(Debug, Clone)]
+pub struct Notifier {
+    chat_id: String,
+    org_name: String,
+}
+
+impl Notifier {
+    /// A notifier for `[telegram]`. With `enabled = false` messages are still queued (with no
+    /// chat), and the sender writes them to the log instead of Telegram.
+    pub fn new(config: &TelegramConfig) -> Self {
+        Self {
+            chat_id: if config.enabled {
+                config.chat_id.clone()
+            } else {
+                String::new()
+            },
+            org_name: config.org_name.clone(),
+        }
+    }
+
+    /// Queues `message` in `tx`: it is sent only if `tx` commits, and the caller never waits
+    /// for Telegram. A text longer than one Telegram message is queued as consecutive parts.
+    /// Returns the queued rows' ids.
+    pub async fn queue(
+        &self,
+        tx: &mut WriteTx,
+        message: &Message,
+        now: DateTime<Utc>,
+    ) -> mt_store::Result<Vec<i64>> {
+        let text = message.render(&self.org_name);
+        let mut ids = Vec::new();
+        for part in split_message(&text, MAX_MESSAGE_CHARS) {
+            ids.push(
+                tx.enqueue_notification(&NewNotification {
+                    chat_id: &self.chat_id,
+                    kind: message.kind(),
+                    priority: message.priority() as i64,
+                    text: &part,
+                    parse_mode: PARSE_MODE,
+                    created_at: now,
+                })
+                .await?,
+            );
+        }
+        Ok(ids)
+    }
+}
+
+/// Splits `text` into parts of at most `limit` characters, at line boundaries. A single line
+/// longer than `limit` is cut at a character boundary that does not separate an escape
+/// backslash from the character it escapes.
+pub fn split_message(text: &str, limit: usize) -> Vec<String> {
+    let limit = limit.max(2);
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let mut current_len = 0;
+    for line in text.split_inclusive('\n') {
+        let len = line.chars().count();
+        if current_len + len > limit && !current.is_empty() {
+            parts.push(std::mem::take(&mut current));
+            current_len = 0;
+        }
+        if len <= limit {
+            current.push_str(line);
+            current_len += len;
+            continue;
+        }
+        let mut chunk = String::new();
+        let mut chunk_len = 0;
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            // Keep "\x" together.
+            let pair = c == '\\' && chars.peek().is_some();
+            let need = if pair { 2 } else { 1 };
+            if chunk_len + need > limit {
+                parts.push(std::mem::take(&mut chunk));
+                chunk_len = 0;
+            }
+            chunk.push(c);
+            chunk_len += 1;
+            if pair && let Some(next) = chars.next() {
+                chunk.push(next);
+                chunk_len += 1;
+            }
+        }
+        current = chunk;
+        current_len = chunk_len;
+    }
+    if !current.is_empty() {
+        parts.push(current);
+    }
+    parts
+        .into_iter()
+        .map(|p| p.trim_end_matches('\n').to_owned())
+        .filter(|p| !p.trim().is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_text_is_one_part() {
+        assert_eq!(split_message("a\nb\n", 10), vec!["a\nb"]);
+    }
+
+    #[test]
+    fn splits_at_line_boundaries_and_keeps_every_line() {
+        let text: String = (0..100).map(|i| format!("line {i:03}\n")).collect();
+        let parts = split_message(&text, 100);
+        assert!(parts.iter().all(|p| p.chars().count() <= 100));
+        assert!(
+            parts.iter().all(|p| p.starts_with("line ")),
+            "no part starts mid-line"
+        );
+        assert_eq!(parts.join("\n") + "\n", text);
+    }
+
+    #[test]
+    fn a_huge_line_is_cut_without_splitting_an_escape() {
+        let line = "\\.".repeat(3000);
+        let parts = split_message(&line, 4095);
+        assert!(parts.len() > 1);
+        for p in &parts {
+            assert!(p.chars().count() <= 4095);
+            assert!(p.starts_with("\\."), "{}", &p[..4]);
+        }
+        assert_eq!(parts.concat(), line);
+    }
+}

@@ -1,0 +1,346 @@
+//! The background sender: delivers queued messages to Telegram, one process at a time.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use mt_common::SharedClock;
+use mt_common::config::Config;
+use mt_common::timefmt::from_db;
+use mt_store::{QueuedNotification, Store};
+use secrecy::ExposeSecret;
+use teloxide::payloads::SendMessageSetters;
+use teloxide::requests::Requester;
+use teloxide::types::{ChatId, ParseMode, Recipient};
+use teloxide::{ApiError, Bot, RequestError};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::markdown::to_plain;
+
+/// Name of the database lease that picks the one sender.
+pub const LEASE_NAME: &str = "telegram-sender";
+
+/// Timing of the sender. The defaults follow Telegram's limits; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct SenderOptions {
+    /// Minimum gap between two messages to one chat (Telegram: about one per second).
+    pub min_interval: Duration,
+    /// Most messages to one group chat in any minute (Telegram: 20).
+    pub group_per_minute: usize,
+    /// How often an idle or passive sender looks at the queue and the lease.
+    pub poll_interval: Duration,
+    /// Lease length. Renewed before every send, and longer than one send can take
+    /// (request timeout + teloxide's 10 s pause after a 5xx), so a slow send never lets a
+    /// second sender in.
+    pub lease_ttl: Duration,
+    /// Total timeout of one Telegram request.
+    pub request_timeout: Duration,
+    /// First retry delay after a network error or 5xx; doubles per attempt.
+    pub backoff_base: Duration,
+    /// Longest retry delay (a message is never given up).
+    pub backoff_cap: Duration,
+    /// Longest `retry_after` honoured as given (protects against absurd values).
+    pub retry_after_cap: Duration,
+}
+
+impl Default for SenderOptions {
+    fn default() -> Self {
+        Self {
+            min_interval: Duration::from_millis(1100),
+            group_per_minute: 20,
+            poll_interval: Duration::from_secs(1),
+            lease_ttl: Duration::from_secs(45),
+            request_timeout: Duration::from_secs(15),
+            backoff_base: Duration::from_secs(2),
+            backoff_cap: Duration::from_secs(300),
+            retry_after_cap: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Why the sender could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SenderError {
+    /// The bot token or URL is missing or invalid.
+    #[error(transparent)]
+    Config(#[from] mt_common::ConfigError),
+    /// `telegram.api_url` is not a URL.
+    #[error("config key telegram.api_url: {0}")]
+    Url(#[from] url::ParseError),
+    /// The HTTP client could not be built.
+    #[error("cannot build the Telegram HTTP client: {0}")]
+    Client(String),
+}
+
+/// Delivers the outbox. Build with [`Sender::new`], run with [`Sender::run`].
+#[derive(Debug)]
+pub struct Sender {
+    store: Store,
+    clock: SharedClock,
+    bot: Option<Bot>,
+    holder: String,
+    options: SenderOptions,
+    sent: VecDeque<Instant>,
+}
+
+/// What one turn of the loop found.
+enum Turn {
+    /// Another process holds the lease, or the queue is empty.
+    Idle,
+    /// The head message is not due yet.
+    Wait(Duration),
+    /// Something was delivered or rescheduled: look again at once.
+    Again,
+}
+
+impl Sender {
+    /// A sender for `config.telegram`. With Telegram disabled no token is needed and messages
+    /// are only logged.
+    pub fn new(
+        config: &Config,
+        store: Store,
+        clock: SharedClock,
+        options: SenderOptions,
+    ) -> Result<Self, SenderError> {
+        let bot = if config.telegram.enabled {
+            let (token, _) = config.telegram_bot_token()?;
+            let client = reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5).min(options.request_timeout))
+                .timeout(options.request_timeout)
+                .user_agent(concat!(
+                    "magic-transit-ondemand/",
+                    env!("CARGO_PKG_VERSION")
+                ))
+                .build()
+                .map_err(|e| SenderError::Client(e.to_string()))?;
+            let url = url::Url::parse(&config.telegram.api_url)?;
+            Some(Bot::with_client(token.expose_secret(), client).set_api_url(url))
+        } else {
+            None
+        };
+        let holder = format!(
+            "pid{}-{:x}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        );
+        Ok(Self {
+            store,
+            clock,
+            bot,
+            holder,
+            options,
+            sent: VecDeque::new(),
+        })
+    }
+
+    /// This sender's lease holder id.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// Delivers messages until `shutdown`, then gives the lease up. A send in flight is
+    /// finished (bounded by the request timeout) so a delivered message is always recorded.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        tracing::info!(holder = %self.holder, telegram = self.bot.is_some(), "notification sender started");
+        while !shutdown.is_cancelled() {
+            let pause = match self.turn().await {
+                Ok(Turn::Again) => continue,
+                Ok(Turn::Idle) => self.options.poll_interval,
+                Ok(Turn::Wait(d)) => d.min(self.options.poll_interval),
+                Err(e) => {
+                    tracing::warn!(error = %e, "notification sender: database error, retrying");
+                    self.options.poll_interval
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+        if let Err(e) = self.store.release_lease(LEASE_NAME, &self.holder).await {
+            tracing::warn!(error = %e, "cannot release the sender lease; it expires by itself");
+        }
+        tracing::info!("notification sender stopped");
+    }
+
+    async fn turn(&mut self) -> mt_store::Result<Turn> {
+        let now = self.clock.now();
+        if !self.lease(now).await? {
+            return Ok(Turn::Idle);
+        }
+        let Some(message) = self.store.next_notification().await? else {
+            return Ok(Turn::Idle);
+        };
+        if let Some(due) = from_db(&message.next_attempt_at)
+            && due > now
+        {
+            return Ok(Turn::Wait((due - now).to_std().unwrap_or_default()));
+        }
+        let Some(bot) = self.bot.clone().filter(|_| !message.chat_id.is_empty()) else {
+            tracing::info!(id = message.id, kind = %message.kind, text = %to_plain(&message.text), "telegram disabled; message logged");
+            self.store
+                .mark_notification_delivered(message.id, self.clock.now(), true)
+                .await?;
+            return Ok(Turn::Again);
+        };
+        self.pace(&message.chat_id).await;
+        // Renew right before sending: the lease then outlasts the send.
+        if !self.lease(self.clock.now()).await? {
+            return Ok(Turn::Idle);
+        }
+        let result = match send(&bot, &message, false).await {
+            Err(e) if is_parse_error(&e) => {
+                tracing::warn!(id = message.id, kind = %message.kind, error = %e, "telegram refused the markup; resending as plain text");
+                send(&bot, &message, true).await
+            }
+            other => other,
+        };
+        let now = self.clock.now();
+        match result {
+            Ok(()) => {
+                tracing::info!(id = message.id, kind = %message.kind, "notification delivered");
+                self.store
+                    .mark_notification_delivered(message.id, now, false)
+                    .await?;
+            }
+            Err(e) => {
+                let delay = self.retry_delay(&e, &message);
+                let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                tracing::warn!(id = message.id, kind = %message.kind, attempts = message.attempts + 1, retry_in_secs = delay.as_secs(), error = %describe(&e), "notification not delivered; kept queued");
+                self.store
+                    .reschedule_notification(message.id, next, &describe(&e))
+                    .await?;
+            }
+        }
+        Ok(Turn::Again)
+    }
+
+    async fn lease(&self, now: DateTime<Utc>) -> mt_store::Result<bool> {
+        self.store
+            .acquire_lease(LEASE_NAME, &self.holder, self.options.lease_ttl, now)
+            .await
+    }
+
+    /// Waits until one more message to `chat` keeps within Telegram's pacing.
+    async fn pace(&mut self, chat: &str) {
+        let group = chat.starts_with('-');
+        loop {
+            let now = Instant::now();
+            while self
+                .sent
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+            {
+                self.sent.pop_front();
+            }
+            let mut wait = Duration::ZERO;
+            if let Some(last) = self.sent.back() {
+                wait = self
+                    .options
+                    .min_interval
+                    .saturating_sub(now.duration_since(*last));
+            }
+            if group
+                && self.sent.len() >= self.options.group_per_minute
+                && let Some(first) = self.sent.front()
+            {
+                wait = wait.max(Duration::from_secs(60).saturating_sub(now.duration_since(*first)));
+            }
+            if wait.is_zero() {
+                self.sent.push_back(now);
+                return;
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn retry_delay(&self, e: &RequestError, message: &QueuedNotification) -> Duration {
+        if let RequestError::RetryAfter(s) = e {
+            return s.duration().min(self.options.retry_after_cap);
+        }
+        let exp = u32::try_from(message.attempts.clamp(0, 16)).unwrap_or(16);
+        self.options
+            .backoff_base
+            .saturating_mul(2u32.saturating_pow(exp))
+            .min(self.options.backoff_cap)
+    }
+}
+
+async fn send(bot: &Bot, message: &QueuedNotification, plain: bool) -> Result<(), RequestError> {
+    let recipient = match message.chat_id.parse::<i64>() {
+        Ok(id) => Recipient::Id(ChatId(id)),
+        Err(_) => Recipient::ChannelUsername(message.chat_id.clone()),
+    };
+    let request = if plain {
+        bot.send_message(recipient, to_plain(&message.text))
+    } else {
+        let request = bot.send_message(recipient, message.text.clone());
+        match message.parse_mode.as_str() {
+            "MarkdownV2" => request.parse_mode(ParseMode::MarkdownV2),
+            "HTML" => request.parse_mode(ParseMode::Html),
+            _ => request,
+        }
+    };
+    match request.await {
+        Ok(_) => Ok(()),
+        // Telegram said ok but its answer did not fit teloxide's model (API drift): the message
+        // was sent, and sending it again would duplicate it.
+        Err(RequestError::InvalidJson { raw, .. }) if answered_ok(&raw) => {
+            tracing::warn!("telegram accepted the message but its answer could not be parsed");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn answered_ok(raw: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(raw)
+        .is_ok_and(|v| v.get("ok") == Some(&serde_json::Value::Bool(true)))
+}
+
+fn is_parse_error(e: &RequestError) -> bool {
+    matches!(e, RequestError::Api(ApiError::CantParseEntities(_)))
+}
+
+/// A one-line description of a delivery failure (never includes the bot token: teloxide
+/// strips it from network errors).
+fn describe(e: &RequestError) -> String {
+    match e {
+        RequestError::RetryAfter(s) => format!("429 flood control: retry after {}s", s.seconds()),
+        RequestError::MigrateToChatId(id) => {
+            format!(
+                "chat migrated to a supergroup: set telegram.chat_id = \"{}\"",
+                id.0
+            )
+        }
+        other => {
+            // The causes carry the useful part ("operation timed out", "connection refused").
+            let mut text = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_errors_are_recognised() {
+        let e = RequestError::Api(ApiError::CantParseEntities(
+            "Bad Request: can't parse entities: Character '.' is reserved".into(),
+        ));
+        assert!(is_parse_error(&e));
+        assert!(!is_parse_error(&RequestError::Api(ApiError::ChatNotFound)));
+    }
+}
