@@ -158,6 +158,19 @@ impl Store {
         })
     }
 
+    /// Messages still waiting for delivery, in delivery order (for `mtctl notifications`).
+    pub async fn queued_notifications(&self, limit: u32) -> Result<Vec<QueuedNotification>> {
+        let rows = sqlx::query_as(
+            "SELECT id, chat_id, kind, priority, text, parse_mode, created_at, next_attempt_at, \
+             attempts, last_error FROM notification_outbox WHERE status = 'queued' \
+             ORDER BY priority, id LIMIT ?1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows)
+    }
+
     /// Every message ever queued, oldest first (for tests and `mtctl`).
     pub async fn notifications(&self, limit: u32) -> Result<Vec<QueuedNotification>> {
         let rows = sqlx::query_as(

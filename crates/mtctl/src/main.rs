@@ -26,6 +26,15 @@ enum Command {
     CheckConfig,
     /// Open the database and apply pending migrations (adopts an original-suite database).
     Migrate,
+    /// Telegram outbox: delivery counts and the messages still waiting (with their last error).
+    Notifications {
+        /// Most waiting messages to list.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -38,6 +47,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Migrate => run_async(migrate(&config)),
+        Command::Notifications { limit, json } => run_async(notifications(&config, limit, json)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -69,6 +79,49 @@ fn check_config(config: &Config, path: &std::path::Path) {
     show("cloudflare api token", config.cloudflare_api_token());
     show("webhook secret", config.webhook_secret());
     show("telegram bot token", config.telegram_bot_token());
+}
+
+async fn notifications(config: &Config, limit: u32, json: bool) -> anyhow::Result<()> {
+    let store = Store::open(&OpenOptions::from_config(&config.database)).await?;
+    let stats = store.outbox_stats().await?;
+    let queued = store.queued_notifications(limit).await?;
+    store.close().await;
+    if json {
+        let out = serde_json::json!({ "stats": stats, "queued": queued });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("{}", "=".repeat(78));
+    println!("TELEGRAM OUTBOX");
+    println!("{}", "=".repeat(78));
+    println!(
+        "Queued: {} | Failing: {} | Oldest queued: {} | Sent: {} | Logged only: {}",
+        stats.queued,
+        stats.failing,
+        stats.oldest_queued_at.as_deref().unwrap_or("-"),
+        stats.sent,
+        stats.logged
+    );
+    if !queued.is_empty() {
+        println!();
+        println!(
+            "{:<8} {:<20} {:<20} {:>8}  Last error",
+            "Id", "Kind", "Next attempt", "Attempts"
+        );
+        println!("{}", "-".repeat(78));
+        for m in &queued {
+            println!(
+                "{:<8} {:<20} {:<20} {:>8}  {}",
+                m.id,
+                m.kind,
+                m.next_attempt_at,
+                m.attempts,
+                m.last_error.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    println!("{}", "=".repeat(78));
+    Ok(())
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {

@@ -128,3 +128,55 @@ fn an_unusable_database_fails_with_exit_code_1() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn notifications_shows_waiting_messages_with_their_last_error() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("mt.db");
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[database]\npath = \"{}\"\n[telegram]\nchat_id = \"-100\"\n",
+            db.display()
+        ),
+    )
+    .expect("write");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let config =
+            mt_common::config::Config::load_with_env(&config_path, Vec::new()).expect("config");
+        let store = mt_store::Store::open(&mt_store::OpenOptions::from_config(&config.database))
+            .await
+            .expect("open");
+        let notifier = mt_notify::Notifier::new(&config.telegram);
+        let now = chrono::Utc::now();
+        let mut tx = store.begin().await.expect("tx");
+        let message = mt_notify::Message::Generic(mt_notify::templates::GenericAlert {
+            at: now,
+            ..Default::default()
+        });
+        let ids = notifier.queue(&mut tx, &message, now).await.expect("queue");
+        tx.commit().await.expect("commit");
+        store
+            .reschedule_notification(ids[0], now, "429 flood control: retry after 17s")
+            .await
+            .expect("reschedule");
+        store.close().await;
+    });
+
+    let out = mtctl(&config_path, &["notifications"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("Queued: 1 | Failing: 1"), "{stdout}");
+    assert!(
+        stdout.contains("generic_alert") && stdout.contains("retry after 17s"),
+        "{stdout}"
+    );
+
+    let out = mtctl(&config_path, &["notifications", "--json"], &[]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["stats"]["queued"], 1);
+    assert_eq!(json["queued"][0]["attempts"], 1);
+    assert_eq!(json["queued"][0]["kind"], "generic_alert");
+}
