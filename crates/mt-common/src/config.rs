@@ -68,7 +68,7 @@ pub enum ConfigError {
         message: String,
     },
     /// A secret that this binary needs is configured nowhere.
-    #[error("secret {name} is not configured: set {env} or {key}")]
+    #[error("the {name} is not configured: set {env} or {key}")]
     MissingSecret {
         /// Human name of the secret.
         name: &'static str,

@@ -6,7 +6,9 @@
 
 pub mod clock;
 pub mod config;
+pub mod metrics;
 pub mod shutdown;
+pub mod systemd;
 pub mod telemetry;
 pub mod timefmt;
 

@@ -181,7 +181,7 @@ impl Sender {
             return Ok(Turn::Wait((due - now).to_std().unwrap_or_default()));
         }
         let Some(bot) = self.bot.clone().filter(|_| !message.chat_id.is_empty()) else {
-            tracing::info!(id = message.id, kind = %message.kind, text = %to_plain(&message.text), "telegram disabled; message logged");
+            tracing::info!(id = message.id, kind = %message.kind, text = ?to_plain(&message.text), "telegram disabled; message logged");
             self.store
                 .mark_notification_delivered(message.id, self.clock.now(), true)
                 .await?;

@@ -83,6 +83,70 @@ impl WriteTx {
     }
 }
 
+impl WriteTx {
+    /// A START webhook for `prefix`: marks it under attack and clears its calm clock. Does not
+    /// touch `updated_at`, which is autowithdraw's judgement time (watched by the analytics
+    /// daemon); a new row gets `at` as its first `updated_at`.
+    pub async fn mark_prefix_under_attack(
+        &mut self,
+        prefix: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO prefix_calm_status (prefix, advertised, under_attack, calm_since, updated_at) \
+             VALUES (?1, 0, 1, NULL, ?2) \
+             ON CONFLICT(prefix) DO UPDATE SET under_attack = 1, calm_since = NULL",
+        )
+        .bind(prefix)
+        .bind(to_db(at))
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+
+    /// An auto-advertisement webhook reported `prefix` advertised. Same `updated_at` rule as
+    /// [`WriteTx::mark_prefix_under_attack`].
+    pub async fn mark_prefix_advertised(&mut self, prefix: &str, at: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO prefix_calm_status (prefix, advertised, under_attack, calm_since, updated_at) \
+             VALUES (?1, 1, 0, NULL, ?2) \
+             ON CONFLICT(prefix) DO UPDATE SET advertised = 1",
+        )
+        .bind(prefix)
+        .bind(to_db(at))
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+
+    /// One prefix's row, read inside the transaction.
+    pub async fn prefix_calm_status(&mut self, prefix: &str) -> Result<Option<PrefixCalmStatus>> {
+        let row = sqlx::query_as(
+            "SELECT prefix, advertised, under_attack, calm_since, last_attack_packets, \
+             last_attack_mbps, mitigation_systems, updated_at FROM prefix_calm_status WHERE prefix = ?1",
+        )
+        .bind(prefix)
+        .fetch_optional(self.conn())
+        .await?;
+        Ok(row)
+    }
+
+    /// When `prefix` was last withdrawn, from the `WITHDRAW` events (any method).
+    pub async fn last_withdrawal_at(&mut self, prefix: &str) -> Result<Option<DateTime<Utc>>> {
+        let at: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT CAST(created_at AS TEXT) FROM attack_events \
+             WHERE prefix = ?1 AND event_type = 'WITHDRAW' ORDER BY id DESC LIMIT 1",
+        )
+        .bind(prefix)
+        .fetch_optional(self.conn())
+        .await?;
+        Ok(at
+            .flatten()
+            .as_deref()
+            .and_then(mt_common::timefmt::from_db))
+    }
+}
+
 impl Store {
     /// Upserts one prefix's row in its own transaction (`update_prefix_calm_status()`).
     pub async fn update_prefix_calm_status(&self, u: &CalmUpdate<'_>) -> Result<()> {

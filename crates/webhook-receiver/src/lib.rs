@@ -1,1 +1,473 @@
-//! `mt-webhook-receiver` (SPEC §6). Filled by the webhook-receiver issue; no binary ships until then.
+//! `mt-webhook-receiver` (SPEC §6): receives Cloudflare alert webhooks and never loses one.
+//!
+//! A webhook is answered 2xx only after its row, derived rows and queued Telegram message are
+//! committed in one transaction and its raw body is in the archive. Telegram delivery happens
+//! later, in the outbox sender this daemon also runs (one sender across all daemons).
+
+pub mod archive;
+pub mod classify;
+pub mod ingest;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use mt_common::SharedClock;
+use mt_common::config::Config;
+use mt_common::metrics::{Counter, CounterVec, Exposition, Histogram, LATENCY_BUCKETS};
+use mt_notify::{Notifier, Sender, SenderOptions};
+use mt_store::Store;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::archive::Archive;
+use crate::classify::KNOWN_TYPES;
+use crate::ingest::{IngestError, Outcome, ingest};
+
+/// The header Cloudflare puts the shared secret in.
+pub const AUTH_HEADER: &str = "cf-webhook-auth";
+
+/// Shared by every request.
+#[derive(Clone)]
+pub struct AppState {
+    config: Arc<Config>,
+    store: Store,
+    clock: SharedClock,
+    notifier: Notifier,
+    archive: Arc<Archive>,
+    /// SHA-256 of the secret; `None` only in explicitly allowed unauthenticated mode.
+    secret_digest: Option<[u8; 32]>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("store", &self.store)
+            .field("authenticated", &self.secret_digest.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The receiver's counters.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Accepted webhooks by alert type (known types, else `other`; `test` for Save and Test).
+    pub accepted: CounterVec,
+    /// Duplicate deliveries.
+    pub duplicate: Counter,
+    /// Rejected requests by reason.
+    pub rejected: CounterVec,
+    /// Time to process an accepted or duplicate webhook.
+    pub latency: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            accepted: CounterVec::default(),
+            duplicate: Counter::default(),
+            rejected: CounterVec::default(),
+            latency: Histogram::new(LATENCY_BUCKETS),
+        }
+    }
+}
+
+impl AppState {
+    /// Builds the state. `secret` is `None` only when `webhook.allow_unauthenticated` is set
+    /// (the caller checks that).
+    pub fn new(
+        config: Config,
+        store: Store,
+        clock: SharedClock,
+        secret: Option<&SecretString>,
+    ) -> std::io::Result<Self> {
+        let archive = Archive::open(&config.webhook.archive_dir)?;
+        Ok(Self {
+            notifier: Notifier::new(&config.telegram),
+            config: Arc::new(config),
+            store,
+            clock,
+            archive: Arc::new(archive),
+            secret_digest: secret.map(|s| Sha256::digest(s.expose_secret().as_bytes()).into()),
+            metrics: Arc::new(Metrics::default()),
+        })
+    }
+
+    /// The counters (for tests and benchmarks).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+/// The HTTP routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            &state.config.webhook.path,
+            post(webhook).fallback(method_not_allowed),
+        )
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(any(not_found))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+impl AppState {
+    fn reject(&self, reason: &str, status: StatusCode, message: &str) -> Response {
+        self.metrics.rejected.inc(reason);
+        tracing::warn!(reason, status = status.as_u16(), "webhook rejected");
+        error(status, message)
+    }
+
+    fn authorised(&self, headers: &HeaderMap) -> bool {
+        let Some(expected) = &self.secret_digest else {
+            return true;
+        };
+        let Some(given) = headers.get(AUTH_HEADER) else {
+            return false;
+        };
+        // Digests have a fixed length, so the comparison leaks neither content nor length.
+        let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        given.ct_eq(expected).into()
+    }
+
+    /// The sender: the TCP peer, or the first `X-Forwarded-For` address when the peer is a
+    /// trusted proxy.
+    fn source_ip(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<String> {
+        let peer = peer?.ip();
+        let trusted = self
+            .config
+            .webhook
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&peer));
+        if trusted
+            && let Some(forwarded) = headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.trim().parse::<IpAddr>().ok())
+        {
+            return Some(forwarded.to_string());
+        }
+        Some(peer.to_string())
+    }
+}
+
+async fn webhook(State(state): State<AppState>, request: Request) -> Response {
+    let started = Instant::now();
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let (parts, body) = request.into_parts();
+    if !state.authorised(&parts.headers) {
+        return state.reject(
+            "unauthorized",
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong cf-webhook-auth",
+        );
+    }
+    let limit = state.config.webhook.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return state.reject("too_large", StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+    }
+    let bytes = match read_body(body, limit, state.config.webhook.request_timeout).await {
+        Ok(bytes) => bytes,
+        Err(BodyError::TooLarge) => {
+            return state.reject("too_large", StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+        }
+        Err(BodyError::Timeout) => {
+            return state.reject(
+                "timeout",
+                StatusCode::REQUEST_TIMEOUT,
+                "body not received in time",
+            );
+        }
+        Err(BodyError::Read) => {
+            return state.reject(
+                "read_error",
+                StatusCode::BAD_REQUEST,
+                "body could not be read",
+            );
+        }
+    };
+    let Ok(raw) = std::str::from_utf8(&bytes) else {
+        return state.reject(
+            "bad_json",
+            StatusCode::BAD_REQUEST,
+            "body is not UTF-8 JSON",
+        );
+    };
+    let parsed: Value = match serde_json::from_str(raw) {
+        Ok(v) => v,
+        Err(e) => {
+            let message = format!("invalid JSON: {e}");
+            return state.reject("bad_json", StatusCode::BAD_REQUEST, &message);
+        }
+    };
+    let Value::Object(object) = parsed else {
+        return state.reject(
+            "not_object",
+            StatusCode::BAD_REQUEST,
+            "body is not a JSON object",
+        );
+    };
+    let source_ip = state.source_ip(peer, &parts.headers);
+
+    let result = ingest(&state, raw, &object, source_ip).await;
+    state.metrics.latency.observe(started.elapsed());
+    match result {
+        Ok((Outcome::Accepted(id), c)) => {
+            let label = match c.alert_type.as_deref() {
+                None => "test",
+                Some(t) if KNOWN_TYPES.contains(&t) => t,
+                Some(_) => "other",
+            };
+            state.metrics.accepted.inc(label);
+            tracing::info!(id, alert_type = c.alert_type.as_deref().unwrap_or("-"), alert_id = %c.alert_id, prefix = c.prefix.as_deref().unwrap_or("-"), "webhook accepted");
+            (
+                StatusCode::OK,
+                axum::Json(json!({ "status": "accepted", "id": id })),
+            )
+                .into_response()
+        }
+        Ok((Outcome::Duplicate(id), c)) => {
+            state.metrics.duplicate.inc();
+            tracing::info!(id, alert_id = %c.alert_id, "duplicate webhook ignored");
+            (
+                StatusCode::OK,
+                axum::Json(json!({ "status": "duplicate", "id": id })),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            let reason = match &e {
+                IngestError::Store(_) => "database",
+                IngestError::Archive(_) => "archive",
+            };
+            tracing::error!(error = %e, "webhook not stored; the sender will retry");
+            state.metrics.rejected.inc(reason);
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily unable to store the webhook",
+            )
+        }
+    }
+}
+
+enum BodyError {
+    TooLarge,
+    Timeout,
+    Read,
+}
+
+async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, BodyError> {
+    let collect = Limited::new(body, limit).collect();
+    match tokio::time::timeout(timeout, collect).await {
+        Err(_) => Err(BodyError::Timeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(BodyError::TooLarge),
+        Ok(Err(_)) => Err(BodyError::Read),
+    }
+}
+
+async fn method_not_allowed(State(state): State<AppState>) -> Response {
+    state.reject("method", StatusCode::METHOD_NOT_ALLOWED, "use POST")
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not found")
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    let version = env!("CARGO_PKG_VERSION");
+    match state.store.ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            axum::Json(json!({ "status": "ok", "version": version, "database": "ok" })),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "status": "error", "version": version, "database": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let m = &state.metrics;
+    let mut page = Exposition::new();
+    page.counter_vec(
+        "mt_webhooks_accepted_total",
+        "Webhooks stored, by alert type.",
+        "alert_type",
+        &m.accepted,
+    )
+    .counter(
+        "mt_webhooks_duplicate_total",
+        "Duplicate deliveries answered without side effects.",
+        m.duplicate.get(),
+    )
+    .counter_vec(
+        "mt_webhooks_rejected_total",
+        "Requests refused or not stored, by reason.",
+        "reason",
+        &m.rejected,
+    )
+    .histogram(
+        "mt_webhook_duration_seconds",
+        "Time to store a webhook (parse, transaction, archive).",
+        &m.latency,
+    );
+    match state.store.outbox_stats().await {
+        Ok(o) => {
+            page.gauge(
+                "mt_notifications_queued",
+                "Telegram messages waiting.",
+                o.queued as f64,
+            )
+            .gauge(
+                "mt_notifications_failing",
+                "Waiting Telegram messages that failed at least once.",
+                o.failing as f64,
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "outbox stats unavailable"),
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        page.finish(),
+    )
+        .into_response()
+}
+
+/// Everything `run` needs besides the listener.
+#[derive(Debug)]
+pub struct Daemon {
+    /// Validated configuration.
+    pub config: Config,
+    /// The open database.
+    pub store: Store,
+    /// Source of "now".
+    pub clock: SharedClock,
+    /// The webhook secret (`None`: unauthenticated mode, explicitly allowed).
+    pub secret: Option<SecretString>,
+    /// Telegram sender timing.
+    pub sender: SenderOptions,
+}
+
+/// Serves webhooks on `listener` and runs the Telegram sender until `shutdown`; in-flight
+/// requests finish first. Fails if the archive is unusable or the sender cannot start.
+pub async fn run(
+    daemon: Daemon,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+
+    let Daemon {
+        config,
+        store,
+        clock,
+        secret,
+        sender,
+    } = daemon;
+    let sender = Sender::new(&config, store.clone(), clock.clone(), sender)
+        .context("cannot start the Telegram sender")?;
+    let state =
+        AppState::new(config, store.clone(), clock, secret.as_ref()).with_context(|| {
+            "cannot use webhook.archive_dir (it must be a writable directory)".to_owned()
+        })?;
+    let addr = listener.local_addr()?;
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+
+    let sender_stop = CancellationToken::new();
+    let mut sender_task = tokio::spawn(sender.run(sender_stop.clone()));
+    let watchdog = tokio::spawn(watchdog(addr, shutdown.clone()));
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+
+    mt_common::systemd::ready(&format!("accepting webhooks on {addr}"));
+    tracing::info!(%addr, "listening");
+    let result = tokio::select! {
+        served = server => served.context("HTTP server failed"),
+        joined = &mut sender_task => Err(anyhow::anyhow!("the Telegram sender stopped unexpectedly: {joined:?}")),
+    };
+    mt_common::systemd::stopping();
+    sender_stop.cancel();
+    watchdog.abort();
+    if !sender_task.is_finished() {
+        let _ = sender_task.await;
+    }
+    store.close().await;
+    result
+}
+
+/// Pings the systemd watchdog only after a real request to our own `/healthz` succeeded (the
+/// server answers and the database is reachable).
+async fn watchdog(addr: SocketAddr, shutdown: CancellationToken) {
+    let Some(every) = mt_common::systemd::watchdog_interval() else {
+        return;
+    };
+    let target = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], addr.port())),
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    };
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        match tokio::time::timeout(every, self_check(target)).await {
+            Ok(Ok(())) => mt_common::systemd::watchdog(),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "self health check failed; not pinging the watchdog")
+            }
+            Err(_) => tracing::warn!("self health check timed out; not pinging the watchdog"),
+        }
+    }
+}
+
+async fn self_check(target: SocketAddr) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(target).await?;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).await?;
+    if &head[9..12] == b"200" {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "healthz answered {}",
+            String::from_utf8_lossy(&head[9..12])
+        )))
+    }
+}

@@ -1,0 +1,249 @@
+//! The built `mt-webhook-receiver` binary over loopback HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::{SECRET, config_text};
+
+struct Receiver {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Receiver {
+    fn start(dir: &Path, secret: Option<&str>) -> Result<Self, String> {
+        let config = dir.join("config.toml");
+        std::fs::write(&config, config_text(dir, "listen = \"127.0.0.1:0\"")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mt-webhook-receiver"));
+        cmd.arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .env("MT_TELEGRAM_BOT_TOKEN", "1:x");
+        cmd.env_remove("MT_WEBHOOK_SECRET");
+        if let Some(s) = secret {
+            cmd.env("MT_WEBHOOK_SECRET", s);
+        }
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let mut seen = String::new();
+        while let Some(Ok(line)) = lines.next() {
+            seen.push_str(&line);
+            seen.push('\n');
+            if let Some(rest) = line.split("listening addr=").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                // Keep draining stderr so the daemon never blocks on a full pipe.
+                std::thread::spawn(move || for _ in lines {});
+                return Ok(Self { child, addr });
+            }
+        }
+        let status = child.wait().unwrap();
+        Err(format!("exited with code {:?}:\n{seen}", status.code()))
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/webhook", self.addr)
+    }
+}
+
+fn webhook(n: usize) -> String {
+    json!({
+        "alert_type": "dos_attack_l4",
+        "alert_event": "ALERT_STATE_EVENT_START",
+        "name": "burst",
+        "data": {"attack_id": format!("attack-{n:04}"), "target_ip": "203.0.113.10", "packets_per_second": n}
+    })
+    .to_string()
+}
+
+async fn deliver(client: &reqwest::Client, url: &str, n: usize) -> Option<(String, i64)> {
+    let response = client
+        .post(url)
+        .header("cf-webhook-auth", SECRET)
+        .body(webhook(n))
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let body: Value = response.json().await.ok()?;
+    Some((body["status"].as_str()?.to_owned(), body["id"].as_i64()?))
+}
+
+fn db_rows(dir: &Path) -> Vec<(i64, String, String)> {
+    let out = Command::new("sqlite3")
+        .arg(dir.join("mt.db"))
+        .arg("SELECT id, alert_id, payload FROM webhook_events ORDER BY id")
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut parts = l.splitn(3, '|');
+            (
+                parts.next().unwrap().parse().unwrap(),
+                parts.next().unwrap().to_owned(),
+                parts.next().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn archive(dir: &Path) -> Vec<(i64, String)> {
+    std::fs::read_dir(dir.join("webhooks"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let id = name
+                .trim_end_matches(".json")
+                .rsplit('_')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            (id, std::fs::read_to_string(e.path()).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_acknowledged_webhook_survives_kill_9_and_none_is_duplicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+
+    // Burst 1: 100 concurrent deliveries, all acknowledged.
+    let mut receiver = Receiver::start(dir.path(), Some(SECRET)).unwrap();
+    let url = receiver.url();
+    let burst1: Vec<_> = (0..100)
+        .map(|n| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move { deliver(&client, &url, n).await })
+        })
+        .collect();
+    for task in burst1 {
+        let (status, _) = task.await.unwrap().expect("burst 1 acknowledged");
+        assert_eq!(status, "accepted");
+    }
+
+    // Burst 2: 300 concurrent deliveries, SIGKILL after 40 acknowledgements.
+    let acked = Arc::new(AtomicUsize::new(0));
+    let burst2: Vec<_> = (100..400)
+        .map(|n| {
+            let (client, url, acked) = (client.clone(), url.clone(), acked.clone());
+            tokio::spawn(async move {
+                let result = deliver(&client, &url, n).await;
+                if result.is_some() {
+                    acked.fetch_add(1, Ordering::SeqCst);
+                }
+                (n, result)
+            })
+        })
+        .collect();
+    while acked.load(Ordering::SeqCst) < 40 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    receiver.child.kill().unwrap(); // SIGKILL
+    receiver.child.wait().unwrap();
+    let mut acknowledged = Vec::new();
+    for task in burst2 {
+        if let (n, Some((_, id))) = task.await.unwrap() {
+            acknowledged.push((n, id));
+        }
+    }
+    assert!(acknowledged.len() >= 40);
+    println!(
+        "burst 2: {} of 300 acknowledged before SIGKILL",
+        acknowledged.len()
+    );
+    assert!(
+        acknowledged.len() < 300,
+        "the kill interrupted the burst ({} acked)",
+        acknowledged.len()
+    );
+
+    // Restart on the same database and archive.
+    let receiver = Receiver::start(dir.path(), Some(SECRET)).unwrap();
+    let rows = db_rows(dir.path());
+    let files = archive(dir.path());
+    for (n, id) in &acknowledged {
+        let row = rows
+            .iter()
+            .find(|r| r.0 == *id)
+            .unwrap_or_else(|| panic!("acknowledged webhook {n} (id {id}) lost"));
+        assert_eq!(row.1, format!("attack-{n:04}"));
+        let file = files
+            .iter()
+            .find(|f| f.0 == *id)
+            .unwrap_or_else(|| panic!("acknowledged webhook {id} not archived"));
+        assert_eq!(file.1, webhook(*n));
+    }
+    let mut ids: Vec<_> = rows.iter().map(|r| r.1.clone()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), rows.len(), "no webhook stored twice");
+    assert_eq!(
+        files.len(),
+        rows.len(),
+        "exactly one archive file per stored webhook"
+    );
+    assert!(
+        std::fs::read_dir(dir.path().join("webhooks/.incoming"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "staged leftovers removed"
+    );
+
+    // Cloudflare retries everything of burst 2: the unstored ones are accepted, the rest are
+    // duplicates, and in the end each of the 400 is stored exactly once.
+    let url = receiver.url();
+    for n in 100..400 {
+        let (status, _) = deliver(&client, &url, n).await.expect("retry acknowledged");
+        let was_acked = acknowledged.iter().any(|(m, _)| *m == n);
+        if was_acked {
+            assert_eq!(status, "duplicate", "webhook {n}");
+        }
+    }
+    let rows = db_rows(dir.path());
+    assert_eq!(rows.len(), 400);
+    assert_eq!(archive(dir.path()).len(), 400);
+    stop(receiver);
+}
+
+fn stop(mut receiver: Receiver) {
+    let pid = receiver.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let status = receiver.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "SIGTERM shuts down cleanly");
+}
+
+#[test]
+fn refuses_to_start_without_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Receiver::start(dir.path(), None)
+        .err()
+        .expect("must not start");
+    assert!(err.contains("exited with code Some(2)"), "{err}");
+    assert!(
+        err.contains("MT_WEBHOOK_SECRET") && err.contains("allow_unauthenticated"),
+        "{err}"
+    );
+}

@@ -1,0 +1,611 @@
+//! Every fixture and every rejection through the router.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use mt_store::AttackEvent;
+use serde_json::json;
+
+use crate::common::*;
+
+/// (fixture, attack_events rows as (event_type, action_taken, prefix), message kind)
+type Expectation = (
+    &'static str,
+    &'static [(&'static str, &'static str, Option<&'static str>)],
+    &'static str,
+);
+
+const FIXTURES: &[Expectation] = &[
+    (
+        "cloudflare/webhook_advanced_ddos_attack_l4_alert_start.json",
+        &[("START", "mitigating", Some("203.0.113.0/24"))],
+        "attack_start",
+    ),
+    (
+        "cloudflare/webhook_advanced_ddos_attack_l4_alert_end.json",
+        &[(
+            "END",
+            "notified_autowithdraw_handles",
+            Some("203.0.113.0/24"),
+        )],
+        "attack_end",
+    ),
+    (
+        "cloudflare/webhook_advanced_ddos_attack_l7_alert_start.json",
+        &[("START", "mitigating", None)],
+        "attack_start",
+    ),
+    (
+        "cloudflare/webhook_dos_attack_l4_start.json",
+        &[("START", "mitigating", Some("198.51.100.0/24"))],
+        "attack_start",
+    ),
+    (
+        "cloudflare/webhook_dos_attack_l4_end.json",
+        &[(
+            "END",
+            "notified_autowithdraw_handles",
+            Some("198.51.100.0/24"),
+        )],
+        "attack_end",
+    ),
+    (
+        "cloudflare/webhook_fbm_auto_advertisement.json",
+        &[
+            ("ADVERTISE", "auto_advertised", Some("203.0.113.0/24")),
+            ("ADVERTISE", "auto_advertised", Some("198.51.100.0/24")),
+        ],
+        "auto_advertisement",
+    ),
+    (
+        "cloudflare/webhook_fbm_dosd_attack_start.json",
+        &[("START", "notified", Some("198.51.100.0/24"))],
+        "attack_start",
+    ),
+    (
+        "cloudflare/webhook_fbm_dosd_attack_end.json",
+        &[(
+            "END",
+            "notified_autowithdraw_handles",
+            Some("198.51.100.0/24"),
+        )],
+        "attack_end",
+    ),
+    (
+        "cloudflare/webhook_fbm_volumetric_attack_start.json",
+        &[("START", "notified", Some("203.0.113.0/24"))],
+        "attack_start",
+    ),
+    (
+        "cloudflare/webhook_fbm_volumetric_attack_end.json",
+        &[(
+            "END",
+            "notified_autowithdraw_handles",
+            Some("203.0.113.0/24"),
+        )],
+        "attack_end",
+    ),
+    (
+        "cloudflare/webhook_magic_tunnel_health_check_event_start.json",
+        &[],
+        "tunnel_health",
+    ),
+    (
+        "cloudflare/webhook_magic_tunnel_health_check_event_end.json",
+        &[],
+        "tunnel_health",
+    ),
+    (
+        "cloudflare/webhook_test_save_and_test.json",
+        &[],
+        "generic_alert",
+    ),
+    (
+        "original-suite/webhook_advanced_ddos_attack_l4_alert_start.json",
+        &[("START", "mitigating", Some("185.54.82.0/24"))],
+        "attack_start",
+    ),
+    (
+        "original-suite/webhook_bgp_hijack_notification.json",
+        &[],
+        "generic_alert",
+    ),
+    (
+        "original-suite/webhook_dos_attack_l4_no_event.json",
+        &[("START", "mitigating", None)],
+        "attack_start",
+    ),
+    (
+        "original-suite/webhook_dos_attack_l7_no_event.json",
+        &[("START", "mitigating", None)],
+        "attack_start",
+    ),
+    (
+        "original-suite/webhook_fbm_auto_advertisement.json",
+        &[("ADVERTISE", "auto_advertised", Some("185.54.82.0/24"))],
+        "auto_advertisement",
+    ),
+    (
+        "original-suite/webhook_fbm_dosd_attack_no_event.json",
+        &[("START", "notified", Some("185.54.82.0/24"))],
+        "attack_start",
+    ),
+    (
+        "original-suite/webhook_fbm_volumetric_attack_no_event.json",
+        &[("START", "notified", None)],
+        "attack_start",
+    ),
+    (
+        "original-suite/webhook_health_check_status_notification.json",
+        &[],
+        "generic_alert",
+    ),
+    (
+        "original-suite/webhook_incident_alert.json",
+        &[],
+        "generic_alert",
+    ),
+    (
+        "original-suite/webhook_magic_tunnel_health_check_event_down.json",
+        &[],
+        "tunnel_health",
+    ),
+];
+
+fn rows(events: &[AttackEvent]) -> Vec<(String, String, Option<String>)> {
+    let mut rows: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.event_type.clone().unwrap(),
+                e.action_taken.clone().unwrap(),
+                e.prefix.clone(),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[tokio::test]
+async fn every_fixture_is_stored_classified_archived_and_notified_once() {
+    assert_eq!(
+        FIXTURES.len(),
+        23,
+        "every webhook fixture of both directories"
+    );
+    for (file, expected_rows, kind) in FIXTURES {
+        let app = TestApp::new().await;
+        let body = fixture(file);
+        let (status, response) = app.post(&body).await;
+        assert_eq!(status, StatusCode::OK, "{file}: {response}");
+        assert_eq!(response["status"], "accepted", "{file}");
+        let id = response["id"].as_i64().unwrap();
+
+        let mut expected: Vec<_> = expected_rows
+            .iter()
+            .map(|(t, a, p)| (t.to_string(), a.to_string(), p.map(str::to_owned)))
+            .collect();
+        expected.sort();
+        let events = app.store.attack_events(100, None).await.unwrap();
+        assert_eq!(rows(&events), expected, "{file}");
+        for e in &events {
+            assert_eq!(
+                e.raw_payload.as_deref(),
+                Some(body.as_str()),
+                "{file}: raw payload kept"
+            );
+            assert_eq!(e.created_at.as_deref(), Some("2026-01-19 00:15:00"));
+        }
+
+        let webhooks = app.store.webhook_events(10, None, None).await.unwrap();
+        assert_eq!(webhooks.len(), 1, "{file}");
+        assert_eq!(webhooks[0].id, id);
+        assert_eq!(webhooks[0].payload.as_deref(), Some(body.as_str()));
+        assert_eq!(webhooks[0].source_ip.as_deref(), Some("192.0.2.10"));
+        assert_eq!(webhooks[0].action_taken.as_deref(), Some("received"));
+
+        let queued = app.store.notifications(10).await.unwrap();
+        assert_eq!(queued.len(), 1, "{file}: one message");
+        assert_eq!(queued[0].kind, *kind, "{file}");
+        assert_eq!(
+            app.archived(),
+            vec![format!("webhook_20260119_001500_{id}.json")],
+            "{file}"
+        );
+        let archived = std::fs::read_to_string(app.archive_dir().join(&app.archived()[0])).unwrap();
+        assert_eq!(archived, body, "{file}: archive holds the raw body");
+
+        // The same delivery again changes nothing and sends nothing.
+        let (status, response) = app.post(&body).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(response, json!({"status": "duplicate", "id": id}), "{file}");
+        assert_eq!(
+            rows(&app.store.attack_events(100, None).await.unwrap()),
+            expected
+        );
+        assert_eq!(
+            app.store
+                .webhook_events(10, None, None)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(app.store.notifications(10).await.unwrap().len(), 1);
+        assert_eq!(app.archived().len(), 1);
+        assert_eq!(app.state.metrics().duplicate.get(), 1);
+    }
+}
+
+#[tokio::test]
+async fn the_derived_columns_follow_the_seed() {
+    let app = TestApp::new().await;
+    app.post(&fixture(
+        "cloudflare/webhook_advanced_ddos_attack_l4_alert_start.json",
+    ))
+    .await;
+    let w = &app.store.webhook_events(1, None, None).await.unwrap()[0];
+    assert_eq!(
+        w.alert_type.as_deref(),
+        Some("advanced_ddos_attack_l4_alert")
+    );
+    assert_eq!(w.event_state.as_deref(), Some("ALERT_STATE_EVENT_START"));
+    assert_eq!(
+        w.alert_id.as_deref(),
+        Some("8f14e45fceea4e1a9b2c3d4e5f6a7b8c")
+    );
+    assert_eq!(
+        w.policy_id.as_deref(),
+        Some("9b8e7d6c5a4f43e2b1c0d9e8f7a6b5c4")
+    );
+    assert_eq!(w.target_ip.as_deref(), Some("203.0.113.10"));
+    assert_eq!(w.target_prefix.as_deref(), Some("203.0.113.0/24"));
+    let e = &app.store.attack_events(1, None).await.unwrap()[0];
+    assert_eq!(
+        e.attack_id.as_deref(),
+        Some("8f14e45fceea4e1a9b2c3d4e5f6a7b8c")
+    );
+    assert_eq!(e.target_port, Some(53));
+    assert_eq!(e.protocol.as_deref(), Some("UDP"));
+    assert_eq!(e.attack_vector.as_deref(), Some("UDP Flood"));
+    assert_eq!(e.packets_per_second.as_deref(), Some("1840000"));
+    assert_eq!(e.megabits_per_second.as_deref(), Some("14250"));
+    let calm = app.store.prefix_calm_statuses().await.unwrap();
+    assert_eq!(calm.len(), 1);
+    assert!(calm[0].under_attack && calm[0].calm_since.is_none());
+
+    // The END correlates by alert id.
+    app.post(&fixture(
+        "cloudflare/webhook_advanced_ddos_attack_l4_alert_end.json",
+    ))
+    .await;
+    let correlated = app
+        .store
+        .webhook_events_for_alert("8f14e45fceea4e1a9b2c3d4e5f6a7b8c")
+        .await
+        .unwrap();
+    assert_eq!(correlated.len(), 2);
+    assert_eq!(
+        app.store
+            .webhook_stats(app_now())
+            .await
+            .unwrap()
+            .completed_attacks,
+        1
+    );
+}
+
+fn app_now() -> chrono::DateTime<chrono::Utc> {
+    chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 1, 19, 1, 0, 0).unwrap()
+}
+
+#[tokio::test]
+async fn auto_advertisement_marks_prefixes_advertised() {
+    let app = TestApp::new().await;
+    app.post(&fixture("cloudflare/webhook_fbm_auto_advertisement.json"))
+        .await;
+    let calm = app.store.prefix_calm_statuses().await.unwrap();
+    let advertised: Vec<_> = calm
+        .iter()
+        .filter(|c| c.advertised)
+        .filter_map(|c| c.prefix.clone())
+        .collect();
+    assert_eq!(advertised, vec!["198.51.100.0/24", "203.0.113.0/24"]);
+}
+
+#[tokio::test]
+async fn a_start_on_a_withdrawn_prefix_says_so() {
+    let app = TestApp::new().await;
+    // autowithdraw withdrew 203.0.113.0/24 five minutes ago.
+    let mut tx = app.store.begin().await.unwrap();
+    tx.upsert_prefix_calm_status(&mt_store::CalmUpdate {
+        prefix: "203.0.113.0/24",
+        advertised: false,
+        under_attack: false,
+        calm_since: None,
+        last_attack_packets: 0,
+        last_attack_mbps: 0.0,
+        mitigation_systems: "",
+        updated_at: app.clock.now_utc(),
+    })
+    .await
+    .unwrap();
+    let withdrawn_at = app.clock.now_utc() - chrono::Duration::minutes(5);
+    tx.insert_attack_event(&mt_store::NewAttackEvent {
+        prefix: Some("203.0.113.0/24".into()),
+        ..mt_store::NewAttackEvent::new(
+            mt_store::EventType::Withdraw,
+            mt_store::ActionTaken::WithdrawnAuto,
+            withdrawn_at,
+        )
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    app.post(&fixture(
+        "cloudflare/webhook_advanced_ddos_attack_l4_alert_start.json",
+    ))
+    .await;
+    let text = &app.store.notifications(10).await.unwrap()[0].text;
+    assert!(text.contains("Prefix is WITHDRAWN"), "{text}");
+    assert!(
+        text.contains("Re\\-advertisement allowed from:* 2026\\-01\\-19 00:25:00 UTC"),
+        "{text}"
+    );
+}
+
+trait Now {
+    fn now_utc(&self) -> chrono::DateTime<chrono::Utc>;
+}
+impl Now for mt_common::ManualClock {
+    fn now_utc(&self) -> chrono::DateTime<chrono::Utc> {
+        mt_common::Clock::now(self)
+    }
+}
+
+#[tokio::test]
+async fn rejections_are_clear_and_store_nothing() {
+    let app = TestApp::new().await;
+    let body = fixture("cloudflare/webhook_dos_attack_l4_start.json");
+    let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
+        (
+            post(&body).body(Body::from(body.clone())).unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "cf-webhook-auth",
+        ),
+        (
+            post(&body)
+                .header("cf-webhook-auth", "wrong")
+                .body(Body::from(body.clone()))
+                .unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "cf-webhook-auth",
+        ),
+        (
+            post(&body)
+                .header("cf-webhook-auth", format!("{SECRET}x"))
+                .body(Body::from(body.clone()))
+                .unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "cf-webhook-auth",
+        ),
+        (
+            post("")
+                .header("cf-webhook-auth", SECRET)
+                .body(Body::from("[1,2,3]"))
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "not a JSON object",
+        ),
+        (
+            post("")
+                .header("cf-webhook-auth", SECRET)
+                .body(Body::from("\"text\""))
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "not a JSON object",
+        ),
+        (
+            post("")
+                .header("cf-webhook-auth", SECRET)
+                .body(Body::from("{\"a\":"))
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "invalid JSON",
+        ),
+        (
+            post("")
+                .header("cf-webhook-auth", SECRET)
+                .body(Body::from(""))
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "invalid JSON",
+        ),
+        (
+            post("")
+                .header("cf-webhook-auth", SECRET)
+                .body(Body::from(vec![0xff, 0xfe, b'{']))
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "UTF-8",
+        ),
+        // No content-length header: the body is cut off while it is read.
+        (
+            post("")
+                .header("cf-webhook-auth", SECRET)
+                .body(Body::from("x".repeat(5000)))
+                .unwrap(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too large",
+        ),
+        // Declared too large: refused before reading.
+        (
+            post("")
+                .header("cf-webhook-auth", SECRET)
+                .header("content-length", "5000")
+                .body(Body::from("x".repeat(5000)))
+                .unwrap(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too large",
+        ),
+        (
+            Request::builder()
+                .method("GET")
+                .uri("/webhook")
+                .body(Body::empty())
+                .unwrap(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "POST",
+        ),
+        (
+            Request::builder()
+                .method("PUT")
+                .uri("/webhook")
+                .header("cf-webhook-auth", SECRET)
+                .body(Body::from(body.clone()))
+                .unwrap(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "POST",
+        ),
+        (
+            Request::builder()
+                .method("POST")
+                .uri("/other")
+                .body(Body::from(body.clone()))
+                .unwrap(),
+            StatusCode::NOT_FOUND,
+            "not found",
+        ),
+    ];
+    for (request, status, needle) in cases {
+        let (got, response) = app.send(request).await;
+        assert_eq!(got, status, "{response}");
+        let message = response["error"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(needle),
+            "{message:?} should mention {needle:?}"
+        );
+        assert!(!message.contains('\n'));
+    }
+    assert!(
+        app.store
+            .webhook_events(10, None, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(app.store.notifications(10).await.unwrap().is_empty());
+    assert!(app.archived().is_empty(), "nothing archived");
+    let m = app.state.metrics();
+    assert_eq!(m.rejected.get("unauthorized"), 3);
+    assert_eq!(m.rejected.get("too_large"), 2);
+    assert_eq!(m.rejected.get("method"), 2);
+}
+
+#[tokio::test]
+async fn trusted_proxies_supply_the_source_ip() {
+    let app = TestApp::with(|_| {}, "trusted_proxies = [\"192.0.2.0/24\"]", Some(SECRET)).await;
+    let body = fixture("cloudflare/webhook_dos_attack_l4_start.json");
+    let request = post(&body)
+        .header("cf-webhook-auth", SECRET)
+        .header("x-forwarded-for", "203.0.113.99, 192.0.2.10")
+        .body(Body::from(body.clone()))
+        .unwrap();
+    assert_eq!(app.send(request).await.0, StatusCode::OK);
+    let w = &app.store.webhook_events(1, None, None).await.unwrap()[0];
+    assert_eq!(w.source_ip.as_deref(), Some("203.0.113.99"));
+
+    // An untrusted peer's X-Forwarded-For is ignored.
+    let app = TestApp::new().await;
+    let request = post(&body)
+        .header("cf-webhook-auth", SECRET)
+        .header("x-forwarded-for", "203.0.113.99")
+        .body(Body::from(body))
+        .unwrap();
+    assert_eq!(app.send(request).await.0, StatusCode::OK);
+    let w = &app.store.webhook_events(1, None, None).await.unwrap()[0];
+    assert_eq!(w.source_ip.as_deref(), Some("192.0.2.10"));
+}
+
+#[tokio::test]
+async fn unauthenticated_mode_accepts_without_the_header() {
+    let app = TestApp::with(|_| {}, "allow_unauthenticated = true", None).await;
+    let body = fixture("cloudflare/webhook_test_save_and_test.json");
+    let (status, response) = app
+        .send(post(&body).body(Body::from(body.clone())).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+}
+
+#[tokio::test]
+async fn a_locked_database_answers_503_and_keeps_nothing_so_the_retry_succeeds() {
+    let app = TestApp::with(
+        |o| o.busy_timeout = std::time::Duration::from_millis(100),
+        "",
+        Some(SECRET),
+    )
+    .await;
+    let other = mt_store::Store::open(&mt_store::OpenOptions::new(app.dir.path().join("mt.db")))
+        .await
+        .unwrap();
+    let lock = other.begin().await.unwrap();
+    let body = fixture("cloudflare/webhook_dos_attack_l4_start.json");
+    let (status, response) = app.post(&body).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{response}");
+    assert!(
+        app.archived().is_empty(),
+        "no archive copy of an unacknowledged webhook"
+    );
+    assert_eq!(app.state.metrics().rejected.get("database"), 1);
+    lock.rollback().await.unwrap();
+
+    let (status, response) = app.post(&body).await;
+    assert_eq!(
+        (status, response["status"].as_str()),
+        (StatusCode::OK, Some("accepted"))
+    );
+    assert_eq!(app.archived().len(), 1);
+}
+
+#[tokio::test]
+async fn healthz_and_metrics() {
+    let app = TestApp::new().await;
+    app.post(&fixture("cloudflare/webhook_dos_attack_l4_start.json"))
+        .await;
+    app.post(&fixture("cloudflare/webhook_dos_attack_l4_start.json"))
+        .await;
+    app.post(&fixture("original-suite/webhook_incident_alert.json"))
+        .await;
+    let (status, health) = app
+        .send(
+            Request::builder()
+                .uri("/healthz")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health["database"], "ok");
+    assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
+
+    let (status, page) = app
+        .send(
+            Request::builder()
+                .uri("/metrics")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let page = page.as_str().unwrap().to_owned();
+    for line in [
+        "mt_webhooks_accepted_total{alert_type=\"dos_attack_l4\"} 1",
+        "mt_webhooks_accepted_total{alert_type=\"other\"} 1",
+        "mt_webhooks_duplicate_total 1",
+        "mt_webhook_duration_seconds_count 3",
+        "mt_notifications_queued 2",
+    ] {
+        assert!(page.contains(line), "missing {line:?} in\n{page}");
+    }
+}
