@@ -21,6 +21,9 @@ use crate::markdown::to_plain;
 /// Name of the database lease that picks the one sender.
 pub const LEASE_NAME: &str = "telegram-sender";
 
+/// Messages marked per transaction when Telegram is disabled.
+const LOG_BATCH: u32 = 500;
+
 /// Timing of the sender. The defaults follow Telegram's limits; tests shorten them.
 #[derive(Debug, Clone)]
 pub struct SenderOptions {
@@ -82,6 +85,8 @@ pub struct Sender {
     holder: String,
     options: SenderOptions,
     sent: VecDeque<Instant>,
+    /// Until when our lease is known to hold (by the injected clock); `None`: not held.
+    lease_until: Option<DateTime<Utc>>,
 }
 
 /// What one turn of the loop found.
@@ -134,6 +139,7 @@ impl Sender {
             holder,
             options,
             sent: VecDeque::new(),
+            lease_until: None,
         })
     }
 
@@ -169,7 +175,7 @@ impl Sender {
 
     async fn turn(&mut self) -> mt_store::Result<Turn> {
         let now = self.clock.now();
-        if !self.lease(now).await? {
+        if !self.lease(now, false).await? {
             return Ok(Turn::Idle);
         }
         let Some(message) = self.store.next_notification().await? else {
@@ -181,15 +187,11 @@ impl Sender {
             return Ok(Turn::Wait((due - now).to_std().unwrap_or_default()));
         }
         let Some(bot) = self.bot.clone().filter(|_| !message.chat_id.is_empty()) else {
-            tracing::info!(id = message.id, kind = %message.kind, text = ?to_plain(&message.text), "telegram disabled; message logged");
-            self.store
-                .mark_notification_delivered(message.id, self.clock.now(), true)
-                .await?;
-            return Ok(Turn::Again);
+            return self.log_only().await;
         };
         self.pace(&message.chat_id).await;
-        // Renew right before sending: the lease then outlasts the send.
-        if !self.lease(self.clock.now()).await? {
+        // The lease must outlast the send: renew first unless it surely does.
+        if !self.lease(self.clock.now(), true).await? {
             return Ok(Turn::Idle);
         }
         let result = match send(&bot, &message, false).await {
@@ -219,10 +221,47 @@ impl Sender {
         Ok(Turn::Again)
     }
 
-    async fn lease(&self, now: DateTime<Utc>) -> mt_store::Result<bool> {
+    /// Telegram disabled (or no chat): writes the waiting messages to the log and marks them,
+    /// a batch per transaction.
+    async fn log_only(&mut self) -> mt_store::Result<Turn> {
+        let batch = self.store.queued_notifications(LOG_BATCH).await?;
+        let mut ids = Vec::with_capacity(batch.len());
+        for message in batch
+            .iter()
+            .filter(|m| self.bot.is_none() || m.chat_id.is_empty())
+        {
+            tracing::info!(id = message.id, kind = %message.kind, text = ?to_plain(&message.text), "telegram disabled; message logged");
+            ids.push(message.id);
+        }
         self.store
+            .mark_notifications_logged(&ids, self.clock.now())
+            .await?;
+        Ok(Turn::Again)
+    }
+
+    /// Takes or renews the lease when needed: when not held, when half of it is used, or
+    /// (`before_send`) when a send could outlast it. Otherwise no database write.
+    async fn lease(&mut self, now: DateTime<Utc>, before_send: bool) -> mt_store::Result<bool> {
+        let ttl =
+            chrono::Duration::from_std(self.options.lease_ttl).unwrap_or(chrono::Duration::MAX);
+        let margin = if before_send {
+            chrono::Duration::from_std(self.options.request_timeout + Duration::from_secs(11))
+                .unwrap_or(chrono::Duration::MAX)
+                .max(ttl / 2)
+        } else {
+            ttl / 2
+        };
+        if let Some(until) = self.lease_until
+            && until - now > margin
+        {
+            return Ok(true);
+        }
+        let held = self
+            .store
             .acquire_lease(LEASE_NAME, &self.holder, self.options.lease_ttl, now)
-            .await
+            .await?;
+        self.lease_until = held.then(|| now + ttl);
+        Ok(held)
     }
 
     /// Waits until one more message to `chat` keeps within Telegram's pacing.

@@ -118,6 +118,26 @@ impl Store {
         Ok(())
     }
 
+    /// Marks messages as written to the log (Telegram disabled), in one transaction.
+    pub async fn mark_notifications_logged(&self, ids: &[i64], at: DateTime<Utc>) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let at = to_db(at);
+        let mut tx = self.begin().await?;
+        for id in ids {
+            sqlx::query(
+                "UPDATE notification_outbox SET status = 'logged', sent_at = ?2 \
+                 WHERE id = ?1 AND status = 'queued'",
+            )
+            .bind(id)
+            .bind(&at)
+            .execute(tx.conn())
+            .await?;
+        }
+        tx.commit().await
+    }
+
     /// Records a failed attempt and when to try again. The message stays queued.
     pub async fn reschedule_notification(
         &self,

@@ -50,6 +50,11 @@ pub struct Store {
     pool: SqlitePool,
     path: Arc<PathBuf>,
     schema: Arc<SchemaStatus>,
+    /// Writers of this process queue here (FIFO) instead of inside SQLite: SQLite's busy
+    /// handler waits by sleeping 1, 2, 5, 10… ms, which under contention between our own
+    /// connections costs far more than the transactions themselves. The busy timeout then only
+    /// arbitrates between processes.
+    writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl fmt::Debug for Store {
@@ -102,6 +107,7 @@ impl Store {
             pool,
             path: Arc::new(path),
             schema: Arc::new(schema),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -117,9 +123,14 @@ impl Store {
 
     /// Starts a write transaction with `BEGIN IMMEDIATE`: the write lock is taken up front, so a
     /// transaction that reads and then writes cannot fail half-way with `SQLITE_BUSY`.
+    ///
+    /// Only one `WriteTx` of a process exists at a time (they queue in FIFO order); a task
+    /// holding one must not call `begin` again before committing or dropping it.
     pub async fn begin(&self) -> Result<WriteTx> {
+        let guard = self.writer.clone().lock_owned().await;
         Ok(WriteTx {
             tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            _writer: guard,
         })
     }
 
@@ -158,7 +169,9 @@ impl Store {
 
 /// A write transaction (`BEGIN IMMEDIATE`). Dropped without [`WriteTx::commit`], it rolls back.
 pub struct WriteTx {
+    // Declared first: dropped (rolled back) before the writer slot is released.
     tx: Transaction<'static, Sqlite>,
+    _writer: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl fmt::Debug for WriteTx {
