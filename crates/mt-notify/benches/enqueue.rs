@@ -3,6 +3,7 @@
 //! production settings (WAL, synchronous = FULL).
 //!
 //! `cargo bench -p mt-notify --bench enqueue`
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark aborts on any failure
 
 use std::time::{Duration, Instant};
 

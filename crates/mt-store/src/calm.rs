@@ -118,33 +118,6 @@ impl WriteTx {
         .await?;
         Ok(())
     }
-
-    /// One prefix's row, read inside the transaction.
-    pub async fn prefix_calm_status(&mut self, prefix: &str) -> Result<Option<PrefixCalmStatus>> {
-        let row = sqlx::query_as(
-            "SELECT prefix, advertised, under_attack, calm_since, last_attack_packets, \
-             last_attack_mbps, mitigation_systems, updated_at FROM prefix_calm_status WHERE prefix = ?1",
-        )
-        .bind(prefix)
-        .fetch_optional(self.conn())
-        .await?;
-        Ok(row)
-    }
-
-    /// When `prefix` was last withdrawn, from the `WITHDRAW` events (any method).
-    pub async fn last_withdrawal_at(&mut self, prefix: &str) -> Result<Option<DateTime<Utc>>> {
-        let at: Option<Option<String>> = sqlx::query_scalar(
-            "SELECT CAST(created_at AS TEXT) FROM attack_events \
-             WHERE prefix = ?1 AND event_type = 'WITHDRAW' ORDER BY id DESC LIMIT 1",
-        )
-        .bind(prefix)
-        .fetch_optional(self.conn())
-        .await?;
-        Ok(at
-            .flatten()
-            .as_deref()
-            .and_then(mt_common::timefmt::from_db))
-    }
 }
 
 impl Store {
@@ -153,6 +126,33 @@ impl Store {
         let mut tx = self.begin().await?;
         tx.upsert_prefix_calm_status(u).await?;
         tx.commit().await
+    }
+
+    /// One prefix's row.
+    pub async fn prefix_calm_status(&self, prefix: &str) -> Result<Option<PrefixCalmStatus>> {
+        let row = sqlx::query_as(
+            "SELECT prefix, advertised, under_attack, calm_since, last_attack_packets, \
+             last_attack_mbps, mitigation_systems, updated_at FROM prefix_calm_status WHERE prefix = ?1",
+        )
+        .bind(prefix)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row)
+    }
+
+    /// When `prefix` was last withdrawn, from the `WITHDRAW` events (any method).
+    pub async fn last_withdrawal_at(&self, prefix: &str) -> Result<Option<DateTime<Utc>>> {
+        let at: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT CAST(created_at AS TEXT) FROM attack_events \
+             WHERE prefix = ?1 AND event_type = 'WITHDRAW' ORDER BY id DESC LIMIT 1",
+        )
+        .bind(prefix)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(at
+            .flatten()
+            .as_deref()
+            .and_then(mt_common::timefmt::from_db))
     }
 
     /// Every prefix's row, by prefix (`get_prefix_calm_status()`).

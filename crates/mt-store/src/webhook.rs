@@ -216,6 +216,24 @@ impl Store {
         Ok(rows)
     }
 
+    /// One webhook by id.
+    pub async fn webhook_event(&self, id: i64) -> Result<Option<WebhookEvent>> {
+        let row = sqlx::query_as(select_webhook_events!(" WHERE id = ?1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row)
+    }
+
+    /// The newest `limit` webhooks' ids, reception times and payloads (archive repair).
+    pub async fn recent_webhook_payloads(&self, limit: u32) -> Result<Vec<WebhookEvent>> {
+        let rows = sqlx::query_as(select_webhook_events!(" ORDER BY id DESC LIMIT ?1"))
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows)
+    }
+
     /// Every webhook of one alert id, oldest first (the seed's `get_webhook_by_alert_id`).
     pub async fn webhook_events_for_alert(&self, alert_id: &str) -> Result<Vec<WebhookEvent>> {
         let rows = sqlx::query_as(select_webhook_events!(

@@ -7,6 +7,7 @@
 //! 1. Sustained: 10,000 distinct webhooks with 64 concurrent clients: requests/s, p50, p99.
 //! 2. Fixed rate: 500 requests/s for 10 s (open loop: each request is sent on schedule,
 //!    whatever the previous ones are doing): p50, p99, max.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark aborts on any failure
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

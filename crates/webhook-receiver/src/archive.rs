@@ -2,10 +2,12 @@
 //! format `mtctl import-webhooks` reads.
 //!
 //! A body is first written and fsync'd to `archive_dir/.incoming/` *before* the database write
-//! lock is taken (so slow disks do not serialise webhooks), renamed to its final name inside
-//! the transaction once its id is known, and the directory is fsync'd after the commit. A
-//! staged file that is never placed is removed when dropped; leftovers from a crash were never
-//! acknowledged and are removed at start.
+//! lock is taken (so slow disks do not serialise webhooks), renamed to its final name once its
+//! row is committed, and the directory is fsync'd before the webhook is acknowledged. So a final
+//! file exists only for a committed row. A staged file that is never placed is removed when
+//! dropped; leftovers from a crash were never acknowledged and are removed at start. A committed
+//! row whose file is missing (a crash between commit and rename) is re-archived from the row's
+//! stored payload ([`Archive::ensure`]) at start and when its retry arrives as a duplicate.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -100,6 +102,19 @@ impl Archive {
             return Err(e);
         }
         Ok(target)
+    }
+
+    /// Writes webhook `id`'s file from its stored payload if it is missing. Returns whether a
+    /// file was written.
+    pub async fn ensure(&self, at: DateTime<Utc>, id: i64, payload: &str) -> std::io::Result<bool> {
+        let target = self.dir.join(Self::file_name(at, id));
+        if tokio::fs::try_exists(&target).await? {
+            return Ok(false);
+        }
+        let staged = self.stage(payload.as_bytes()).await?;
+        self.place(staged, &Self::file_name(at, id))?;
+        self.sync_dir().await?;
+        Ok(true)
     }
 
     /// Makes the renames durable.

@@ -1,25 +1,38 @@
-//! One webhook, one transaction (SPEC §6): `webhook_events` row, derived `attack_events` rows,
-//! `prefix_calm_status` marks and the queued Telegram message commit together, and the raw body
-//! is in the archive, before the caller may answer 2xx.
+//! One webhook, durably stored before it is acknowledged (SPEC §6): its `webhook_events` row,
+//! derived `attack_events` rows, `prefix_calm_status` marks and queued Telegram message commit
+//! together, and its raw body is in the archive.
+//!
+//! Group commit: one writer task takes every webhook waiting at that moment (up to
+//! [`MAX_BATCH`]) and stores them in one transaction, so a burst pays one fsync per batch instead
+//! of one per webhook. Each webhook is answered only after its batch committed; if the batch
+//! fails, every webhook in it is answered 503 and Cloudflare retries. At low load a batch is a
+//! single webhook.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use mt_notify::Message;
 use mt_notify::templates::{
     AttackAlert, AutoAdvertisement, GenericAlert, PrefixState, TunnelHealth,
 };
+use mt_notify::{Message, Notifier};
 use mt_store::{
-    ActionTaken, EventType, NewAttackEvent, NewWebhookEvent, WebhookDedup, WebhookInsert, WriteTx,
+    ActionTaken, EventType, NewAttackEvent, NewWebhookEvent, Store, WebhookDedup, WebhookInsert,
+    WriteTx,
 };
 use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::AppState;
-use crate::archive::Archive;
+use crate::archive::{Archive, Staged};
 use crate::classify::{Classified, Kind, Phase, classify};
 
 /// Cloudflare refuses a re-advertisement this soon after a withdrawal.
 const READVERTISE_HOLD: Duration = Duration::from_secs(15 * 60);
+/// Most webhooks stored by one transaction.
+pub const MAX_BATCH: usize = 64;
+/// Webhooks waiting for the writer; more wait in the HTTP layer.
+const QUEUE_DEPTH: usize = 1024;
 
 /// What happened to a webhook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +43,7 @@ pub enum Outcome {
     Duplicate(i64),
 }
 
-/// Why a webhook could not be stored (the sender should retry; nothing was acknowledged).
+/// Why a webhook could not be stored (nothing was acknowledged; the sender retries).
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     /// The database failed or stayed locked.
@@ -39,23 +52,209 @@ pub enum IngestError {
     /// The archive could not be written.
     #[error("archive: {0}")]
     Archive(#[from] std::io::Error),
+    /// The writer task is gone (the daemon is stopping).
+    #[error("the webhook writer is not running")]
+    WriterGone,
 }
 
-/// Stores one parsed webhook.
+/// A webhook on its way to the writer.
+struct Job {
+    classified: Classified,
+    raw: String,
+    source_ip: Option<String>,
+    received_at: DateTime<Utc>,
+    prefix_state: PrefixState,
+    staged: Staged,
+    reply: oneshot::Sender<Result<Outcome, IngestError>>,
+}
+
+/// Handle to the writer task.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("alert_id", &self.classified.alert_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    /// Starts the writer task; it ends when every handle is dropped.
+    pub fn spawn(store: Store, notifier: Notifier, archive: Arc<Archive>) -> Self {
+        let (jobs, rx) = mpsc::channel(QUEUE_DEPTH);
+        tokio::spawn(write_loop(rx, store, notifier, archive));
+        Self { jobs }
+    }
+}
+
+/// Stores one parsed webhook; returns once it is durable (or definitely not stored).
 pub async fn ingest(
     state: &AppState,
     raw: &str,
     body: &Map<String, Value>,
     source_ip: Option<String>,
 ) -> Result<(Outcome, Classified), IngestError> {
-    let now = state.clock.now();
-    let c = classify(body, &state.config, now);
+    let received_at = state.clock.now();
+    let classified = classify(body, &state.config, received_at);
+    // Only for the message text: read before the write lock, a moment's staleness is harmless.
+    let prefix_state = match (&classified.kind, &classified.prefix) {
+        (Kind::Attack { .. }, Some(prefix)) => {
+            prefix_state(&state.store, prefix, received_at).await?
+        }
+        _ => PrefixState::Unknown,
+    };
     let staged = state.archive.stage(raw.as_bytes()).await?;
+    let (reply, answer) = oneshot::channel();
+    let job = Job {
+        classified: classified.clone(),
+        raw: raw.to_owned(),
+        source_ip,
+        received_at,
+        prefix_state,
+        staged,
+        reply,
+    };
+    state
+        .writer
+        .jobs
+        .send(job)
+        .await
+        .map_err(|_| IngestError::WriterGone)?;
+    let outcome = answer.await.map_err(|_| IngestError::WriterGone)??;
+    if let Outcome::Duplicate(id) = outcome {
+        repair_archive(&state.store, &state.archive, id).await?;
+    }
+    Ok((outcome, classified))
+}
 
-    let mut tx = state.store.begin().await?;
+/// Makes sure a stored webhook's archive file exists (a crash between commit and rename).
+async fn repair_archive(store: &Store, archive: &Archive, id: i64) -> Result<(), IngestError> {
+    let Some(row) = store.webhook_event(id).await? else {
+        return Ok(());
+    };
+    let at = row
+        .received_at
+        .as_deref()
+        .and_then(mt_common::timefmt::from_db);
+    if let (Some(at), Some(payload)) = (at, row.payload.as_deref())
+        && archive.ensure(at, id, payload).await?
+    {
+        tracing::warn!(id, "archive copy was missing; rewritten from the database");
+    }
+    Ok(())
+}
+
+/// Re-archives the newest `limit` stored webhooks whose file is missing (run at start).
+pub async fn repair_recent(
+    store: &Store,
+    archive: &Archive,
+    limit: u32,
+) -> Result<usize, IngestError> {
+    let mut repaired = 0;
+    for row in store.recent_webhook_payloads(limit).await? {
+        let at = row
+            .received_at
+            .as_deref()
+            .and_then(mt_common::timefmt::from_db);
+        if let (Some(at), Some(payload)) = (at, row.payload.as_deref())
+            && archive.ensure(at, row.id, payload).await?
+        {
+            repaired += 1;
+        }
+    }
+    if repaired > 0 {
+        tracing::warn!(
+            repaired,
+            "archive copies were missing; rewritten from the database"
+        );
+    }
+    Ok(repaired)
+}
+
+async fn write_loop(
+    mut rx: mpsc::Receiver<Job>,
+    store: Store,
+    notifier: Notifier,
+    archive: Arc<Archive>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        write_batch(batch, &store, &notifier, &archive).await;
+    }
+}
+
+async fn write_batch(batch: Vec<Job>, store: &Store, notifier: &Notifier, archive: &Archive) {
+    let stored = store_batch(&batch, store, notifier).await;
+    let outcomes = match stored {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            tracing::error!(error = %e, webhooks = batch.len(), "batch not stored; every webhook in it is answered 503");
+            let message = e.to_string();
+            for job in batch {
+                let _ = job
+                    .reply
+                    .send(Err(IngestError::Store(mt_store::Error::Invalid(
+                        message.clone(),
+                    ))));
+            }
+            return;
+        }
+    };
+    // Committed: give each accepted body its final name, then make the names durable.
+    let mut results = Vec::with_capacity(batch.len());
+    for (job, outcome) in batch.into_iter().zip(outcomes) {
+        let result = match outcome {
+            Outcome::Accepted(id) => archive
+                .place(job.staged, &Archive::file_name(job.received_at, id))
+                .map(|_| outcome)
+                .map_err(IngestError::from),
+            Outcome::Duplicate(_) => Ok(outcome),
+        };
+        results.push((job.reply, result));
+    }
+    let synced = archive.sync_dir().await;
+    for (reply, result) in results {
+        let result = match (&synced, result) {
+            (Err(e), Ok(Outcome::Accepted(_))) => Err(IngestError::Archive(std::io::Error::new(
+                e.kind(),
+                e.to_string(),
+            ))),
+            (_, result) => result,
+        };
+        let _ = reply.send(result);
+    }
+}
+
+/// One transaction for the whole batch; returns each webhook's outcome in order.
+async fn store_batch(
+    batch: &[Job],
+    store: &Store,
+    notifier: &Notifier,
+) -> mt_store::Result<Vec<Outcome>> {
+    let mut tx = store.begin().await?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for job in batch {
+        outcomes.push(store_one(&mut tx, job, notifier).await?);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+async fn store_one(tx: &mut WriteTx, job: &Job, notifier: &Notifier) -> mt_store::Result<Outcome> {
+    let c = &job.classified;
     let inserted = tx
         .insert_webhook_event(&NewWebhookEvent {
-            received_at: now,
+            received_at: job.received_at,
             alert_type: c.alert_type.clone(),
             event_state: c.event_state.clone(),
             alert_id: Some(c.alert_id.clone()),
@@ -63,9 +262,9 @@ pub async fn ingest(
             policy_name: c.policy_name.clone(),
             target_ip: c.target_ip.clone(),
             target_prefix: c.prefix.clone(),
-            source_ip,
+            source_ip: job.source_ip.clone(),
             action_taken: "received".into(),
-            payload: raw.to_owned(),
+            payload: job.raw.clone(),
             dedup: if c.alert_id_synthetic || c.event_state.is_none() {
                 WebhookDedup::Body
             } else {
@@ -74,33 +273,17 @@ pub async fn ingest(
         })
         .await?;
     let id = match inserted {
-        WebhookInsert::Duplicate(id) => {
-            tx.rollback().await?;
-            return Ok((Outcome::Duplicate(id), c));
-        }
+        WebhookInsert::Duplicate(id) => return Ok(Outcome::Duplicate(id)),
         WebhookInsert::Inserted(id) => id,
     };
-
-    let message = derive(&mut tx, &c, raw, now).await?;
-    state.notifier.queue(&mut tx, &message, now).await?;
-
-    let placed = state.archive.place(staged, &Archive::file_name(now, id))?;
-    if let Err(e) = tx.commit().await {
-        // Not acknowledged: the sender retries, and must not find a stray archive copy.
-        let _ = std::fs::remove_file(&placed);
-        return Err(e.into());
-    }
-    state.archive.sync_dir().await?;
-    Ok((Outcome::Accepted(id), c))
+    let message = derive(tx, job).await?;
+    notifier.queue(tx, &message, job.received_at).await?;
+    Ok(Outcome::Accepted(id))
 }
 
 /// Writes the rows a webhook implies and returns the message to send.
-async fn derive(
-    tx: &mut WriteTx,
-    c: &Classified,
-    raw: &str,
-    now: DateTime<Utc>,
-) -> mt_store::Result<Message> {
+async fn derive(tx: &mut WriteTx, job: &Job) -> mt_store::Result<Message> {
+    let (c, raw, now) = (&job.classified, job.raw.as_str(), job.received_at);
     match &c.kind {
         Kind::Test => Ok(Message::Generic(GenericAlert {
             alert_type: None,
@@ -127,16 +310,9 @@ async fn derive(
                 now,
             ))
             .await?;
-            let prefix_state = match &c.prefix {
-                Some(prefix) => {
-                    let state = prefix_state(tx, prefix, now).await?;
-                    if *phase == Phase::Start {
-                        tx.mark_prefix_under_attack(prefix, now).await?;
-                    }
-                    state
-                }
-                None => PrefixState::Unknown,
-            };
+            if let (Phase::Start, Some(prefix)) = (phase, &c.prefix) {
+                tx.mark_prefix_under_attack(prefix, now).await?;
+            }
             let alert = AttackAlert {
                 alert_type: c.alert_type.clone(),
                 alert_name: c.name.clone(),
@@ -151,7 +327,7 @@ async fn derive(
                 megabits_per_second: c.megabits_per_second.clone(),
                 severity: c.severity.clone(),
                 at: now,
-                prefix_state,
+                prefix_state: job.prefix_state.clone(),
             };
             Ok(match phase {
                 Phase::Start => Message::AttackStart(alert),
@@ -242,18 +418,18 @@ fn attack_event(
 /// Whether `prefix` is advertised, as autowithdraw last recorded it, and when a withdrawn one
 /// may be re-advertised.
 async fn prefix_state(
-    tx: &mut WriteTx,
+    store: &Store,
     prefix: &str,
     now: DateTime<Utc>,
 ) -> mt_store::Result<PrefixState> {
-    let Some(row) = tx.prefix_calm_status(prefix).await? else {
+    let Some(row) = store.prefix_calm_status(prefix).await? else {
         return Ok(PrefixState::Unknown);
     };
     if row.advertised {
         return Ok(PrefixState::Advertised);
     }
     let hold = chrono::Duration::from_std(READVERTISE_HOLD).unwrap_or_default();
-    let allowed = tx
+    let allowed = store
         .last_withdrawal_at(prefix)
         .await?
         .map(|t| t + hold)

@@ -33,7 +33,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::archive::Archive;
 use crate::classify::KNOWN_TYPES;
-use crate::ingest::{IngestError, Outcome, ingest};
+use crate::ingest::{IngestError, Outcome, Writer, ingest, repair_recent};
+
+/// Newest stored webhooks whose archive copy is checked at start.
+const ARCHIVE_REPAIR_WINDOW: u32 = 1000;
 
 /// The header Cloudflare puts the shared secret in.
 pub const AUTH_HEADER: &str = "cf-webhook-auth";
@@ -44,8 +47,8 @@ pub struct AppState {
     config: Arc<Config>,
     store: Store,
     clock: SharedClock,
-    notifier: Notifier,
     archive: Arc<Archive>,
+    writer: Writer,
     /// SHA-256 of the secret; `None` only in explicitly allowed unauthenticated mode.
     secret_digest: Option<[u8; 32]>,
     metrics: Arc<Metrics>,
@@ -85,21 +88,24 @@ impl Default for Metrics {
 }
 
 impl AppState {
-    /// Builds the state. `secret` is `None` only when `webhook.allow_unauthenticated` is set
-    /// (the caller checks that).
-    pub fn new(
+    /// Builds the state and starts the writer task. `secret` is `None` only when
+    /// `webhook.allow_unauthenticated` is set (the caller checks that). Opens the archive and
+    /// re-archives recent stored webhooks whose file is missing.
+    pub async fn new(
         config: Config,
         store: Store,
         clock: SharedClock,
         secret: Option<&SecretString>,
-    ) -> std::io::Result<Self> {
-        let archive = Archive::open(&config.webhook.archive_dir)?;
+    ) -> Result<Self, IngestError> {
+        let archive = Arc::new(Archive::open(&config.webhook.archive_dir)?);
+        repair_recent(&store, &archive, ARCHIVE_REPAIR_WINDOW).await?;
+        let notifier = Notifier::new(&config.telegram);
         Ok(Self {
-            notifier: Notifier::new(&config.telegram),
+            writer: Writer::spawn(store.clone(), notifier, archive.clone()),
             config: Arc::new(config),
             store,
             clock,
-            archive: Arc::new(archive),
+            archive,
             secret_digest: secret.map(|s| Sha256::digest(s.expose_secret().as_bytes()).into()),
             metrics: Arc::new(Metrics::default()),
         })
@@ -266,6 +272,7 @@ async fn webhook(State(state): State<AppState>, request: Request) -> Response {
             let reason = match &e {
                 IngestError::Store(_) => "database",
                 IngestError::Archive(_) => "archive",
+                IngestError::WriterGone => "stopping",
             };
             tracing::error!(error = %e, "webhook not stored; the sender will retry");
             state.metrics.rejected.inc(reason);
@@ -397,10 +404,9 @@ pub async fn run(
     } = daemon;
     let sender = Sender::new(&config, store.clone(), clock.clone(), sender)
         .context("cannot start the Telegram sender")?;
-    let state =
-        AppState::new(config, store.clone(), clock, secret.as_ref()).with_context(|| {
-            "cannot use webhook.archive_dir (it must be a writable directory)".to_owned()
-        })?;
+    let state = AppState::new(config, store.clone(), clock, secret.as_ref())
+        .await
+        .context("cannot prepare webhook.archive_dir (it must be a writable directory)")?;
     let addr = listener.local_addr()?;
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
 

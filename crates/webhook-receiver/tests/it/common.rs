@@ -93,7 +93,9 @@ impl TestApp {
         let store = Store::open(&options).await.unwrap();
         let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 1, 19, 0, 15, 0).unwrap());
         let secret = secret.map(|s| SecretString::from(s.to_owned()));
-        let state = AppState::new(config, store.clone(), clock.shared(), secret.as_ref()).unwrap();
+        let state = AppState::new(config, store.clone(), clock.shared(), secret.as_ref())
+            .await
+            .unwrap();
         Self {
             app: router(state.clone()),
             dir,

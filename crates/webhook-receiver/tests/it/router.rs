@@ -609,3 +609,75 @@ async fn healthz_and_metrics() {
         assert!(page.contains(line), "missing {line:?} in\n{page}");
     }
 }
+
+#[tokio::test]
+async fn a_missing_archive_copy_is_rewritten_from_the_database() {
+    let app = TestApp::new().await;
+    let body = fixture("cloudflare/webhook_dos_attack_l4_start.json");
+    let (_, response) = app.post(&body).await;
+    let id = response["id"].as_i64().unwrap();
+    let name = format!("webhook_20260119_001500_{id}.json");
+    // As if the daemon died between the commit and the rename.
+    std::fs::remove_file(app.archive_dir().join(&name)).unwrap();
+
+    // Cloudflare's retry is a duplicate, and repairs the archive before it is acknowledged.
+    let (_, response) = app.post(&body).await;
+    assert_eq!(response["status"], "duplicate");
+    assert_eq!(
+        std::fs::read_to_string(app.archive_dir().join(&name)).unwrap(),
+        body
+    );
+
+    // A restart repairs too, without any retry.
+    std::fs::remove_file(app.archive_dir().join(&name)).unwrap();
+    let config = mt_common::config::Config::from_toml_str(
+        &config_text(app.dir.path(), ""),
+        std::path::Path::new("t.toml"),
+        Vec::new(),
+    )
+    .unwrap();
+    let _restarted =
+        webhook_receiver::AppState::new(config, app.store.clone(), app.clock.shared(), None)
+            .await
+            .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(app.archive_dir().join(&name)).unwrap(),
+        body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_burst_is_stored_once_each_in_batches() {
+    let app = TestApp::new().await;
+    let tasks: Vec<_> = (0..200)
+        .map(|n| {
+            let app = app.app.clone();
+            tokio::spawn(async move {
+                let body = json!({"alert_type": "dos_attack_l4", "alert_event": "ALERT_STATE_EVENT_START",
+                                  "data": {"attack_id": format!("a{}", n % 150), "target_ip": "203.0.113.1"}})
+                .to_string();
+                let request = post(&body).header("cf-webhook-auth", SECRET).body(Body::from(body)).unwrap();
+                let response = tower::ServiceExt::oneshot(app, request).await.unwrap();
+                assert_eq!(response.status(), StatusCode::OK);
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        app.store
+            .webhook_events(1000, None, None)
+            .await
+            .unwrap()
+            .len(),
+        150
+    );
+    assert_eq!(
+        app.store.attack_events(1000, None).await.unwrap().len(),
+        150
+    );
+    assert_eq!(app.store.notifications(1000).await.unwrap().len(), 150);
+    assert_eq!(app.archived().len(), 150);
+    assert_eq!(app.state.metrics().duplicate.get(), 50);
+}
