@@ -247,3 +247,53 @@ fn refuses_to_start_without_a_secret() {
         "{err}"
     );
 }
+
+#[test]
+fn speaks_sd_notify_ready_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, config_text(dir.path(), "listen = \"127.0.0.1:0\"")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mt-webhook-receiver"))
+        .arg("--config")
+        .arg(&config)
+        .env("MT_WEBHOOK_SECRET", SECRET)
+        .env("MT_TELEGRAM_BOT_TOKEN", "1:x")
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let mut received = Vec::new();
+    let mut buf = [0u8; 512];
+    let mut next = |received: &mut Vec<String>| {
+        let n = socket
+            .recv(&mut buf)
+            .expect("a notification before the timeout");
+        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+        received.push(message.clone());
+        message
+    };
+    while !next(&mut received).contains("READY=1") {}
+    // Watchdog pings follow, each after a successful self health check.
+    while !next(&mut received).contains("WATCHDOG=1") {}
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    while !next(&mut received).contains("STOPPING=1") {}
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let ready = received.iter().find(|m| m.contains("READY=1")).unwrap();
+    assert!(
+        ready.contains("STATUS=accepting webhooks on 127.0.0.1:"),
+        "{ready}"
+    );
+}

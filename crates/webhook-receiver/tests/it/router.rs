@@ -681,3 +681,37 @@ async fn a_concurrent_burst_is_stored_once_each_in_batches() {
     assert_eq!(app.archived().len(), 150);
     assert_eq!(app.state.metrics().duplicate.get(), 50);
 }
+
+/// A request body that never delivers its bytes (a stalled client).
+struct Stalled;
+
+impl axum::body::HttpBody for Stalled {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_body_times_out_with_408() {
+    let app = TestApp::with(|_| {}, "request_timeout = \"200ms\"", Some(SECRET)).await;
+    let request = post("")
+        .header("cf-webhook-auth", SECRET)
+        .body(Body::new(Stalled))
+        .unwrap();
+    let (status, response) = app.send(request).await;
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{response}");
+    assert_eq!(app.state.metrics().rejected.get("timeout"), 1);
+    assert!(
+        app.store
+            .webhook_events(10, None, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
