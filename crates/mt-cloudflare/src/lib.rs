@@ -1,1 +1,285 @@
-//! Cloudflare REST and GraphQL client. Filled by the mt-cloudflare issue.
+//! The Cloudflare client of the Magic Transit suite: the only code that builds Cloudflare URLs.
+//!
+//! One [`Client`] is built once from `[cloudflare]` (base URLs, token, request timeout) and
+//! shared. It speaks REST (IP prefixes, BGP prefixes and their on-demand advertisement) and
+//! GraphQL (dropped traffic for calm tracking, dosd events for analytics). Errors keep
+//! Cloudflare's codes and messages ([`Error`]); retries follow an explicit schedule and only
+//! for connection errors, timeouts, 429 (honouring `Retry-After` up to a cap) and 5xx.
+
+mod error;
+pub mod graphql;
+pub mod rest;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::header::{HeaderMap, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+pub use error::{ApiMessage, Error};
+
+/// Result of a Cloudflare call.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How long a GraphQL budget error (no `Retry-After`) is assumed to last: Cloudflare's budget
+/// window is five minutes.
+const GRAPHQL_BUDGET_WINDOW: Duration = Duration::from_secs(300);
+
+/// Retry schedule.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Delay before each retry; its length is the number of retries.
+    pub delays: Vec<Duration>,
+    /// A `Retry-After` longer than this is not waited for: the call fails at once with the
+    /// rate-limit error, so a caller's cycle is never stalled for minutes.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            delays: vec![
+                Duration::from_secs(1),
+                Duration::from_secs(3),
+                Duration::from_secs(8),
+            ],
+            max_retry_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How the client waits between retries (tests record the delays instead of sleeping).
+pub type Sleeper = Arc<dyn Fn(Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// Options of a [`Client`].
+#[derive(Clone)]
+pub struct ClientOptions {
+    /// Total timeout of one HTTP request.
+    pub request_timeout: Duration,
+    /// Connection timeout.
+    pub connect_timeout: Duration,
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// Waits between retries.
+    pub sleeper: Sleeper,
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            sleeper: Arc::new(|d| Box::pin(tokio::time::sleep(d))),
+        }
+    }
+}
+
+/// A JSON answer and Cloudflare's `Date` header (to detect clock skew).
+#[derive(Debug, Clone)]
+pub(crate) struct Reply {
+    pub body: Value,
+    pub date: Option<DateTime<Utc>>,
+}
+
+/// The Cloudflare client. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    api_base: url::Url,
+    graphql_url: url::Url,
+    account_id: String,
+    retry: RetryPolicy,
+    sleeper: Sleeper,
+    rate_limited_until: Arc<Mutex<Option<tokio::time::Instant>>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("api_base", &self.api_base.as_str())
+            .field("graphql_url", &self.graphql_url.as_str())
+            .field("account_id", &self.account_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client for `[cloudflare]` with the given token.
+    pub fn new(
+        config: &mt_common::config::CloudflareConfig,
+        token: &SecretString,
+        options: ClientOptions,
+    ) -> Result<Self> {
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
+            .map_err(|_| {
+                Error::Decode("the API token contains characters not allowed in a header".into())
+            })?;
+        auth.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, auth);
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .user_agent(concat!(
+                "magic-transit-ondemand/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .connect_timeout(options.connect_timeout.min(options.request_timeout))
+            .timeout(options.request_timeout)
+            .build()
+            .map_err(|e| Error::Transport(e.to_string()))?;
+        let parse = |key: &str, value: &str| {
+            url::Url::parse(value)
+                .map_err(|e| Error::Decode(format!("cloudflare.{key} {value:?}: {e}")))
+        };
+        Ok(Self {
+            http,
+            api_base: parse("api_base_url", &config.api_base_url)?,
+            graphql_url: parse("graphql_url", &config.graphql_url)?,
+            account_id: config.account_id.clone(),
+            retry: options.retry,
+            sleeper: options.sleeper,
+            rate_limited_until: Arc::default(),
+        })
+    }
+
+    /// How long Cloudflare still asks us to hold off (after a 429 or a GraphQL budget error);
+    /// `None` when not rate-limited. Lets callers say "rate limited" rather than "calm".
+    pub fn rate_limited_for(&self) -> Option<Duration> {
+        let until = *self
+            .rate_limited_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        until.and_then(|t| t.checked_duration_since(tokio::time::Instant::now()))
+    }
+
+    fn note_rate_limit(&self, error: &Error) {
+        if error.is_rate_limited() {
+            let hold = error.retry_after().unwrap_or(GRAPHQL_BUDGET_WINDOW);
+            *self
+                .rate_limited_until
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(tokio::time::Instant::now() + hold);
+        }
+    }
+
+    /// `api_base` + path segments (each escaped, so an id can never change the path).
+    pub(crate) fn endpoint(&self, segments: &[&str]) -> url::Url {
+        let mut url = self.api_base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty();
+            path.extend(segments);
+        }
+        url
+    }
+
+    pub(crate) fn account_id(&self) -> &str {
+        &self.account_id
+    }
+
+    /// Sends a request built by `build`, retrying per the policy; returns the JSON answer.
+    pub(crate) async fn call(
+        &self,
+        what: &str,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<Reply> {
+        let mut attempt = 0;
+        loop {
+            let result = self.once(build(&self.http)).await;
+            let error = match result {
+                Ok(reply) => return Ok(reply),
+                Err(e) => e,
+            };
+            self.note_rate_limit(&error);
+            let delay = match (error.is_transient(), error.retry_after()) {
+                (false, _) => None,
+                (true, Some(after)) if after > self.retry.max_retry_after => None,
+                (true, Some(after)) => self.retry.delays.get(attempt).map(|_| after),
+                (true, None) => self.retry.delays.get(attempt).copied(),
+            };
+            let Some(delay) = delay else {
+                return Err(error);
+            };
+            attempt += 1;
+            tracing::warn!(call = what, attempt, retry_in_ms = delay.as_millis() as u64, error = %error, "cloudflare call failed; retrying");
+            (self.sleeper)(delay).await;
+        }
+    }
+
+    async fn once(&self, request: reqwest::RequestBuilder) -> Result<Reply> {
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status().as_u16();
+        let date = response
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| DateTime::parse_from_rfc2822(v).ok())
+            .map(|d| d.with_timezone(&Utc));
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = response.text().await.map_err(transport)?;
+        let body: Value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(_) => {
+                return Err(Error::NotJson {
+                    status,
+                    snippet: text.chars().take(120).collect(),
+                });
+            }
+        };
+        if !(200..300).contains(&status) {
+            return Err(Error::Api {
+                status,
+                errors: messages(&body, "errors"),
+                retry_after,
+            });
+        }
+        Ok(Reply { body, date })
+    }
+}
+
+fn transport(e: reqwest::Error) -> Error {
+    if e.is_timeout() {
+        Error::Timeout
+    } else if e.is_connect() {
+        Error::Connect(e.to_string())
+    } else {
+        Error::Transport(e.to_string())
+    }
+}
+
+/// `errors[]` (or `messages[]`) of an envelope or GraphQL answer; tolerant of odd shapes.
+pub(crate) fn messages(body: &Value, key: &str) -> Vec<ApiMessage> {
+    body.get(key)
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .map(|item| {
+                    serde_json::from_value(item.clone()).unwrap_or_else(|_| ApiMessage {
+                        code: None,
+                        message: item.to_string(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
