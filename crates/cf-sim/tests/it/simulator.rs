@@ -1,0 +1,258 @@
+//! The simulator's own promises: strict field names, faults, the Telegram fake, the emitter.
+
+use std::time::Duration;
+
+use cf_sim::{Endpoint, Fault, Scenario};
+use serde_json::{Value, json};
+
+use crate::client::{client, scenario, start};
+
+async fn raw_graphql(sim: &cf_sim::Running, query: &str) -> Value {
+    reqwest::Client::new()
+        .post(sim.graphql_url())
+        .bearer_auth("cf-sim-token")
+        .json(&json!({"query": query, "variables": {"a": Scenario::default().account_id}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn undocumented_field_names_are_graphql_errors() {
+    let sim = start(scenario()).await;
+    let ok = "query($a: string!) { viewer { accounts(filter: {accountTag: $a}) { magicTransitNetworkAnalyticsAdaptiveGroups(filter: {datetime_geq: \"2026-01-01T00:00:00Z\", datetime_leq: \"2026-01-01T00:05:00Z\"}, limit: 10) { dimensions { ipDestinationSubnet } sum { packets } } } } }";
+    let answer = raw_graphql(&sim, ok).await;
+    assert!(answer["errors"].is_null(), "{answer}");
+    for (guess, needle) in [
+        (
+            ok.replace("ipDestinationSubnet", "destinationSubnet"),
+            "destinationSubnet",
+        ),
+        (ok.replace("datetime_leq", "datetime_lte"), "datetime_lte"),
+        (
+            ok.replace("limit: 10", "limit: 10, mitigationSystem_in: [\"dosd\"]"),
+            "mitigationSystem_in",
+        ),
+        (ok.replace("sum { packets }", "sum { bytes }"), "bytes"),
+        (
+            ok.replace(
+                "magicTransitNetworkAnalyticsAdaptiveGroups",
+                "magicTransitNetworkAnalyticsGroups",
+            ),
+            "magicTransitNetworkAnalyticsGroups",
+        ),
+        (ok.replace("limit: 10", "limit: 20000"), "limit"),
+        (
+            ok.replace("{ viewer", "{ viewer {")
+                .replace("} } } } }", "} } } } } }"),
+            "syntax",
+        ),
+    ] {
+        let answer = raw_graphql(&sim, &guess).await;
+        let message = answer["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(message.contains(needle), "{needle}: {answer}");
+        assert!(answer["data"].is_null());
+    }
+}
+
+#[tokio::test]
+async fn faults_are_injected_per_endpoint() {
+    let sim = start(scenario()).await;
+    let cf = client(&sim, "cf-sim-token");
+    sim.sim.inject(Endpoint::Rest, Fault::Html(502), 2);
+    let err = cf.list_prefixes().await.unwrap_err();
+    assert_eq!(
+        err.status(),
+        Some(502),
+        "two HTML pages: the first try and its one retry"
+    );
+    assert!(cf.list_prefixes().await.is_ok(), "then normal service");
+
+    sim.sim
+        .inject(Endpoint::Rest, Fault::RateLimited(Some(120)), 1);
+    let err = cf.list_prefixes().await.unwrap_err();
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(120)));
+
+    sim.sim.inject(Endpoint::Rest, Fault::Status(503), 1);
+    assert!(
+        cf.list_prefixes().await.is_ok(),
+        "a single 503 is retried away"
+    );
+
+    let prefixes = vec!["203.0.113.0/24".parse().unwrap()];
+    let systems = vec!["dosd".to_owned()];
+    let now = chrono::Utc::now();
+    let q = mt_cloudflare::graphql::DroppedTrafficQuery {
+        start: now - chrono::Duration::minutes(10),
+        end: now - chrono::Duration::minutes(5),
+        data_until: now,
+        mitigation_systems: &systems,
+        prefixes: &prefixes,
+        limit: 100,
+    };
+    sim.sim.inject(
+        Endpoint::GraphQl,
+        Fault::GraphQlError("rate limiter budget depleted, try again after 5 minutes".into()),
+        1,
+    );
+    let err = cf.dropped_traffic(&q).await.unwrap_err();
+    assert!(err.is_rate_limited(), "{err}");
+    sim.sim.inject(
+        Endpoint::GraphQl,
+        Fault::Slow(Duration::from_millis(200)),
+        1,
+    );
+    assert!(cf.dropped_traffic(&q).await.is_ok());
+    assert_eq!(sim.sim.graphql_queries(), 2);
+}
+
+#[tokio::test]
+async fn the_telegram_fake_records_messages_and_injects_flood_control() {
+    let sim = start(scenario()).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/bot123456:cf-sim/sendMessage", sim.url());
+    let body = json!({"chat_id": "-1001234567890", "text": "*hello* 203\\.0\\.113\\.0/24", "parse_mode": "MarkdownV2"});
+    sim.sim
+        .inject(Endpoint::Telegram, Fault::RateLimited(Some(7)), 1);
+    let limited: Value = http
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(limited["parameters"]["retry_after"], 7);
+    let sent = http.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(sent.status(), 200);
+    let sent: Value = sent.json().await.unwrap();
+    assert_eq!(sent["ok"], true);
+    let wrong = http
+        .post(format!("{}/botnope/sendMessage", sim.url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let messages = sim.sim.telegram_messages();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].chat_id, "-1001234567890");
+    assert_eq!(messages[0].parse_mode.as_deref(), Some("MarkdownV2"));
+}
+
+#[tokio::test]
+async fn the_emitter_posts_fixture_shaped_alerts_with_the_secret() {
+    use wiremock::matchers::{header, method};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(header("cf-webhook-auth", "s3cret"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"status": "accepted", "id": 1})),
+        )
+        .expect(3)
+        .mount(&receiver)
+        .await;
+    let http = reqwest::Client::new();
+    let target = "203.0.113.10".parse().unwrap();
+    for body in [
+        cf_sim::webhook::attack_start("a1", target, 1_000_000, 8_000),
+        cf_sim::webhook::attack_end("a1", target, 1_000_000, 8_000),
+        cf_sim::webhook::auto_advertisement(&[("203.0.113.0/24", "Advertised")]),
+    ] {
+        let (status, answer) = cf_sim::webhook::emit(&http, &receiver.uri(), "s3cret", &body)
+            .await
+            .unwrap();
+        assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")));
+    }
+    let sent: Vec<Value> = receiver
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(sent[0]["alert_event"], "ALERT_STATE_EVENT_START");
+    assert_eq!(sent[1]["alert_event"], "ALERT_STATE_EVENT_END");
+    assert_eq!(sent[0]["data"]["attack_id"], sent[1]["data"]["attack_id"]);
+    assert_eq!(sent[2]["data"]["prefixes"][0]["status"], "Advertised");
+}
+
+#[test]
+fn the_cli_serves_a_scenario_file() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = std::env::temp_dir().join(format!("cf-sim-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let scenario = dir.join("scenario.toml");
+    std::fs::write(
+        &scenario,
+        r#"
+token = "demo-token"
+hold = "5s"
+bucket = "1s"
+lag = "2s"
+partial = "2s"
+[[prefixes]]
+id = "p1"
+bgp_id = "b1"
+cidr = "203.0.113.0/24"
+advertised = true
+[[traffic]]
+destination = "203.0.113.10"
+system = "dosd"
+from_secs = -30
+to_secs = 30
+pps = 5000.0
+mbps = 40.0
+"#,
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cf-sim"))
+        .args(["serve", "--scenario"])
+        .arg(&scenario)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("cf-sim listening on ")
+        .unwrap()
+        .to_owned();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let answer: Value = rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!(
+                "{url}/client/v4/accounts/{}/addressing/prefixes",
+                Scenario::default().account_id
+            ))
+            .bearer_auth("demo-token")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(answer["result"][0]["cidr"], "203.0.113.0/24");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
