@@ -222,6 +222,29 @@ pub struct AnalyticsSummary {
     pub total_megabits: f64,
 }
 
+/// The independent watchdog (run by the analytics daemon): autowithdraw's judgements are older
+/// than three of its intervals while a prefix is advertised, so nothing is being withdrawn.
+#[derive(Debug, Clone)]
+pub struct AutowithdrawStale {
+    /// Newest judgement time, if there ever was one.
+    pub last_judgement: Option<DateTime<Utc>>,
+    /// The advertised prefixes waiting for it.
+    pub advertised: Vec<String>,
+    /// The staleness threshold (three autowithdraw intervals).
+    pub threshold: Duration,
+    /// When it was noticed.
+    pub at: DateTime<Utc>,
+}
+
+/// autowithdraw judges again after a stale episode.
+#[derive(Debug, Clone)]
+pub struct AutowithdrawRecovered {
+    /// How long its judgements were stale.
+    pub stale_for: Duration,
+    /// When it recovered.
+    pub at: DateTime<Utc>,
+}
+
 /// An alert of a type without its own template (kept and notified generically).
 #[derive(Debug, Clone, Default)]
 pub struct GenericAlert {
@@ -262,6 +285,10 @@ pub enum Message {
     TelemetryRecovered(TelemetryRecovered),
     /// Network-analytics summary.
     AnalyticsSummary(AnalyticsSummary),
+    /// autowithdraw stopped judging while prefixes are advertised.
+    AutowithdrawStale(AutowithdrawStale),
+    /// autowithdraw judges again.
+    AutowithdrawRecovered(AutowithdrawRecovered),
     /// Any other alert.
     Generic(GenericAlert),
 }
@@ -280,6 +307,8 @@ impl Message {
             Self::TelemetryBlind(_) => "telemetry_blind",
             Self::TelemetryRecovered(_) => "telemetry_recovered",
             Self::AnalyticsSummary(_) => "analytics_summary",
+            Self::AutowithdrawStale(_) => "autowithdraw_stale",
+            Self::AutowithdrawRecovered(_) => "autowithdraw_recovered",
             Self::Generic(_) => "generic_alert",
         }
     }
@@ -306,6 +335,8 @@ impl Message {
             Self::TelemetryBlind(b) => blind(&mut d, b),
             Self::TelemetryRecovered(r) => recovered(&mut d, r),
             Self::AnalyticsSummary(s) => summary(&mut d, s),
+            Self::AutowithdrawStale(w) => autowithdraw_stale(&mut d, w),
+            Self::AutowithdrawRecovered(r) => autowithdraw_recovered(&mut d, r),
             Self::Generic(g) => generic(&mut d, g),
         }
         d.footer(org);
@@ -510,6 +541,25 @@ fn summary(d: &mut Doc, s: &AnalyticsSummary) {
     top(d, "🎯", "Top targets", &s.targets);
     top(d, "🏢", "Top source ASNs", &s.source_asns);
     top(d, "🌍", "Top source countries", &s.source_countries);
+}
+
+fn autowithdraw_stale(d: &mut Doc, w: &AutowithdrawStale) {
+    d.title("⏰", "AUTOWITHDRAW NOT JUDGING");
+    d.line("mt\\-autowithdraw has not judged the prefixes recently: *advertised prefixes will not be withdrawn* until it runs again\\.");
+    match w.last_judgement {
+        Some(t) => d.field("🕐", "Last judgement", &utc(t)),
+        None => d.line("🕐 No judgement recorded yet"),
+    }
+    d.field("⏱️", "Threshold", &human(w.threshold));
+    list(d, "📡", "Advertised prefixes", &w.advertised);
+    d.line("Check: systemctl status mt\\-autowithdraw");
+    d.field("🕐", "At", &utc(w.at));
+}
+
+fn autowithdraw_recovered(d: &mut Doc, r: &AutowithdrawRecovered) {
+    d.title("✅", "AUTOWITHDRAW JUDGING AGAIN");
+    d.field("⏱️", "Silent for", &human(r.stale_for));
+    d.field("🕐", "At", &utc(r.at));
 }
 
 fn generic(d: &mut Doc, g: &GenericAlert) {

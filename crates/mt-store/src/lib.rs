@@ -16,6 +16,7 @@ mod lease;
 mod loose;
 mod migrate;
 mod outbox;
+mod state;
 mod stats;
 mod store;
 mod vocab;

@@ -154,6 +154,22 @@ fn every_message() -> Vec<Message> {
             total_packets: 123_456,
             total_megabits: 42.42,
         }),
+        Message::AutowithdrawStale(AutowithdrawStale {
+            last_judgement: Some(at),
+            advertised: vec![hostile(), "2001:db8::/48".into()],
+            threshold: Duration::from_secs(180),
+            at,
+        }),
+        Message::AutowithdrawStale(AutowithdrawStale {
+            last_judgement: None,
+            advertised: vec![],
+            threshold: Duration::from_secs(180),
+            at,
+        }),
+        Message::AutowithdrawRecovered(AutowithdrawRecovered {
+            stale_for: Duration::from_secs(600),
+            at,
+        }),
         Message::Generic(GenericAlert {
             alert_type: Some(hostile()),
             name: Some(hostile()),
@@ -193,8 +209,8 @@ fn every_template_with_hostile_values_is_valid_markdown_v2() {
     }
     assert_eq!(
         kinds.len(),
-        11,
-        "every kind of SPEC §10 plus the generic alert: {kinds:?}"
+        13,
+        "every kind of SPEC §10, the watchdog pair and the generic alert: {kinds:?}"
     );
 }
 

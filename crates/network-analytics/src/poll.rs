@@ -1,0 +1,322 @@
+//! One poll (SPEC §8): fetch the dosd dropped-traffic events of the window, splitting any
+//! sub-window whose answer hit the row limit (within a query budget), enrich, store every new
+//! event once, and queue one summary of the new events, all in one transaction.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use mt_cloudflare::Client;
+use mt_cloudflare::graphql::DosdEvent;
+use mt_common::SharedClock;
+use mt_common::timefmt::{from_db, to_db};
+use mt_notify::templates::AnalyticsSummary;
+use mt_notify::{Message, Notifier};
+use mt_store::{NewAnalyticsEvent, Store, event_hash};
+use serde_json::{Map, Value};
+
+use crate::Metrics;
+use crate::geoip::{Fallback, GeoIp};
+
+/// Where the end of the last successful poll is kept, so the next one covers any gap.
+pub const LAST_END_KEY: &str = "network_analytics.last_poll_end";
+
+/// How a poll fetches.
+#[derive(Debug, Clone)]
+pub struct PollOptions {
+    /// Window length when polls succeed on time.
+    pub lookback: Duration,
+    /// Row limit per query (Cloudflare's maximum is 10,000).
+    pub limit: u32,
+    /// Most GraphQL queries one poll may make, splitting included. Cloudflare allows about
+    /// 300 queries per 5 minutes for all daemons together; autowithdraw needs one a minute, so
+    /// 20 per 5-minute poll leaves it ample room.
+    pub max_queries: u32,
+    /// How far back a catch-up after downtime reaches at most (older events are out of reach:
+    /// logged and counted).
+    pub max_catch_up: Duration,
+    /// Windows this short are not split further.
+    pub min_split: Duration,
+}
+
+impl PollOptions {
+    /// Defaults for `lookback`.
+    pub fn new(lookback: Duration) -> Self {
+        Self {
+            lookback,
+            limit: 10_000,
+            max_queries: 20,
+            max_catch_up: Duration::from_secs(24 * 3600),
+            min_split: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What a poll did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollReport {
+    /// Window start.
+    pub from: DateTime<Utc>,
+    /// Window end.
+    pub to: DateTime<Utc>,
+    /// GraphQL queries made.
+    pub queries: u32,
+    /// Rows fetched.
+    pub fetched: usize,
+    /// Rows that were new.
+    pub new: usize,
+    /// Everything in the window was fetched (no budget exhaustion, no unsplittable limit).
+    pub complete: bool,
+}
+
+/// Why a poll failed (nothing was stored; the next poll covers the window again).
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    /// Cloudflare failed.
+    #[error(transparent)]
+    Cloudflare(#[from] mt_cloudflare::Error),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] mt_store::Error),
+    /// The poll took longer than allowed.
+    #[error("poll did not finish within {0:?}")]
+    Deadline(Duration),
+}
+
+/// Polls Cloudflare and stores what is new.
+#[derive(Debug, Clone)]
+pub struct Poller {
+    /// The database.
+    pub store: Store,
+    /// Cloudflare.
+    pub client: Client,
+    /// Telegram messages.
+    pub notifier: Notifier,
+    /// Enrichment.
+    pub geoip: Arc<GeoIp>,
+    /// Source of "now".
+    pub clock: SharedClock,
+    /// Fetch options.
+    pub options: PollOptions,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+struct Fetched {
+    events: Vec<DosdEvent>,
+    queries: u32,
+    complete: bool,
+}
+
+impl Poller {
+    /// One poll.
+    pub async fn poll_once(&self) -> Result<PollReport, PollError> {
+        let now = self.clock.now();
+        let lookback = chrono::Duration::from_std(self.options.lookback).unwrap_or_default();
+        let reach = chrono::Duration::from_std(self.options.max_catch_up).unwrap_or_default();
+        let mut from = now - lookback;
+        if let Some(last) = self
+            .store
+            .state(LAST_END_KEY)
+            .await?
+            .as_deref()
+            .and_then(from_db)
+            && last < from
+        {
+            from = last;
+        }
+        if now - from > reach {
+            tracing::warn!(missed_from = %from, reachable_from = %(now - reach), "the gap since the last poll exceeds the data's reach; older events are lost");
+            self.metrics.gap_exceeded.inc();
+            from = now - reach;
+        }
+
+        let fetched = self.fetch(from, now).await?;
+        self.metrics.queries.add(u64::from(fetched.queries));
+        self.metrics.fetched.add(fetched.events.len() as u64);
+        if !fetched.complete {
+            self.metrics.incomplete.inc();
+            tracing::warn!(%from, to = %now, queries = fetched.queries, "poll incomplete (row limit or query budget); the window is polled again next time");
+        }
+
+        let events: Vec<NewAnalyticsEvent> =
+            fetched.events.iter().map(|e| self.to_row(e)).collect();
+        let mut tx = self.store.begin().await?;
+        let ids = tx.insert_analytics_batch(&events).await?;
+        let new: Vec<(i64, &NewAnalyticsEvent)> = ids
+            .into_iter()
+            .zip(&events)
+            .filter_map(|(id, event)| id.map(|id| (id, event)))
+            .collect();
+        if !new.is_empty() {
+            let summary = summarize(&new.iter().map(|(_, e)| *e).collect::<Vec<_>>(), from, now);
+            self.notifier
+                .queue(&mut tx, &Message::AnalyticsSummary(summary), now)
+                .await?;
+            let ids: Vec<i64> = new.iter().map(|(id, _)| *id).collect();
+            tx.mark_analytics_notified(&ids, now).await?;
+        }
+        // An incomplete poll keeps the old end, so the next one covers this window again.
+        if fetched.complete {
+            tx.set_state(LAST_END_KEY, &to_db(now), now).await?;
+        }
+        tx.commit().await?;
+        self.metrics.new_rows.add(new.len() as u64);
+        tracing::info!(%from, to = %now, queries = fetched.queries, fetched = events.len(), new = new.len(), "poll stored");
+        Ok(PollReport {
+            from,
+            to: now,
+            queries: fetched.queries,
+            fetched: events.len(),
+            new: new.len(),
+            complete: fetched.complete,
+        })
+    }
+
+    /// Fetches `(from, to)`, halving any window whose answer hit the row limit, within the
+    /// query budget.
+    async fn fetch(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Fetched, PollError> {
+        let min_split = chrono::Duration::from_std(self.options.min_split).unwrap_or_default();
+        let mut pending = vec![(from, to)];
+        let mut out = Fetched {
+            events: Vec::new(),
+            queries: 0,
+            complete: true,
+        };
+        while let Some((start, end)) = pending.pop() {
+            if out.queries >= self.options.max_queries {
+                out.complete = false;
+                break;
+            }
+            out.queries += 1;
+            let answer = self
+                .client
+                .dosd_events(start, end, self.options.limit)
+                .await?;
+            if answer.truncated && end - start > min_split {
+                // (start, mid] and (mid, end): the filters are exclusive, so the left half
+                // ends one second past mid. Overlapping rows deduplicate by hash.
+                let mid = start + (end - start) / 2;
+                pending.push((mid, end));
+                pending.push((start, mid + chrono::Duration::seconds(1)));
+                continue;
+            }
+            if answer.truncated {
+                out.complete = false;
+            }
+            out.events.extend(answer.events);
+        }
+        Ok(out)
+    }
+
+    /// A GraphQL row as a database row (hash, enrichment, column mapping).
+    pub fn to_row(&self, e: &DosdEvent) -> NewAnalyticsEvent {
+        let d = &e.dimensions;
+        let text = |k: &str| match d.get(k) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        let int = |k: &str| match d.get(k) {
+            Some(Value::Number(n)) => n.as_i64(),
+            Some(Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        };
+        let source_ip = text("ipSourceAddress");
+        let source = self.geoip.enrich(
+            source_ip.as_deref().and_then(|s| s.parse::<IpAddr>().ok()),
+            &Fallback {
+                asn: int("sourceAsn"),
+                asn_name: d.get("sourceAsnName").and_then(Value::as_str),
+                country: d.get("sourceCountry").and_then(Value::as_str),
+            },
+        );
+        let mut raw = Map::new();
+        raw.insert("dimensions".into(), Value::Object(d.clone()));
+        raw.insert(
+            "sum".into(),
+            serde_json::json!({"packets": e.packets, "bits": e.bits}),
+        );
+        NewAnalyticsEvent {
+            event_hash: event_hash(&Value::Object(d.clone())),
+            attack_id: text("attackId"),
+            event_datetime: text("datetime").as_deref().and_then(from_db),
+            attack_vector: text("attackVector"),
+            rule_name: text("ruleName"),
+            rule_id: text("ruleId"),
+            source_ip,
+            source_port: int("sourcePort"),
+            source_asn: source.asn,
+            source_asn_name: source.asn_name,
+            source_country: source.country,
+            destination_ip: text("ipDestinationAddress"),
+            destination_port: int("destinationPort"),
+            protocol: text("ipProtocolName"),
+            tcp_flags: text("tcpFlagsString"),
+            colo_code: text("coloCode"),
+            colo_country: text("coloCountry"),
+            packets: i64::try_from(e.packets).ok(),
+            bits: i64::try_from(e.bits).ok(),
+            outcome: text("outcome"),
+            mitigation_reason: text("mitigationReason"),
+            raw_data: Some(Value::Object(raw).to_string()),
+        }
+    }
+}
+
+/// Top-N tables of the new events, by dropped packets.
+pub fn summarize(
+    events: &[&NewAnalyticsEvent],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> AnalyticsSummary {
+    fn top(map: BTreeMap<String, u64>) -> Vec<(String, u64)> {
+        let mut rows: Vec<_> = map.into_iter().collect();
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        rows
+    }
+    let mut vectors = BTreeMap::new();
+    let mut targets = BTreeMap::new();
+    let mut asns = BTreeMap::new();
+    let mut countries = BTreeMap::new();
+    let mut attack_ids = BTreeSet::new();
+    let (mut packets, mut bits) = (0u64, 0u64);
+    for e in events {
+        let p = u64::try_from(e.packets.unwrap_or_default()).unwrap_or_default();
+        packets += p;
+        bits += u64::try_from(e.bits.unwrap_or_default()).unwrap_or_default();
+        if let Some(id) = e.attack_id.as_ref().filter(|s| !s.is_empty()) {
+            attack_ids.insert(id.clone());
+        }
+        *vectors
+            .entry(e.attack_vector.clone().unwrap_or_else(|| "unknown".into()))
+            .or_default() += p;
+        *targets
+            .entry(e.destination_ip.clone().unwrap_or_else(|| "unknown".into()))
+            .or_default() += p;
+        let asn = match (&e.source_asn, &e.source_asn_name) {
+            (Some(n), Some(name)) => format!("AS{n} {name}"),
+            (Some(n), None) => format!("AS{n}"),
+            (None, Some(name)) => name.clone(),
+            (None, None) => "unknown".into(),
+        };
+        *asns.entry(asn).or_default() += p;
+        *countries
+            .entry(e.source_country.clone().unwrap_or_else(|| "unknown".into()))
+            .or_default() += p;
+    }
+    AnalyticsSummary {
+        from,
+        to,
+        new_events: events.len() as u64,
+        attack_ids: attack_ids.into_iter().collect(),
+        vectors: top(vectors),
+        targets: top(targets),
+        source_asns: top(asns),
+        source_countries: top(countries),
+        total_packets: packets,
+        total_megabits: bits as f64 / 1e6,
+    }
+}
