@@ -62,3 +62,62 @@ async fn the_daemon_polls_reports_and_notifies() {
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[test]
+fn the_binary_needs_a_cloudflare_token_and_speaks_sd_notify() {
+    use std::os::unix::net::UnixDatagram;
+    use std::process::{Command, Stdio};
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let h = rt.block_on(Harness::new(vec![]));
+    let config = h.dir.path().join("config.toml");
+    let text = format!(
+        "[database]\npath = \"{}\"\n[cloudflare]\naccount_id = \"{}\"\napi_base_url = \"{}\"\ngraphql_url = \"{}\"\n[telegram]\nenabled = false\n[network_analytics]\nmetrics_listen = \"127.0.0.1:0\"\n",
+        h.db().display(),
+        cf_sim::Scenario::default().account_id,
+        h.sim.api_base_url(),
+        h.sim.graphql_url(),
+    );
+    std::fs::write(&config, text).unwrap();
+    let binary = env!("CARGO_BIN_EXE_mt-network-analytics");
+
+    let out = Command::new(binary)
+        .arg("--config")
+        .arg(&config)
+        .env_remove("MT_CLOUDFLARE_API_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("MT_CLOUDFLARE_API_TOKEN") && stderr.contains("cloudflare.api_token_file"),
+        "{stderr}"
+    );
+
+    let socket_path = h.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut child = Command::new(binary)
+        .arg("--config")
+        .arg(&config)
+        .env("MT_CLOUDFLARE_API_TOKEN", "cf-sim-token")
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let mut next = || {
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    while !next().contains("READY=1") {}
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    while !next().contains("STOPPING=1") {}
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
