@@ -245,6 +245,17 @@ pub struct AutowithdrawRecovered {
     pub at: DateTime<Utc>,
 }
 
+/// An operator advertised a prefix by hand (`mtctl advertise`, the dashboard).
+#[derive(Debug, Clone)]
+pub struct ManualAdvertisement {
+    /// The prefix.
+    pub prefix: String,
+    /// Who.
+    pub operator: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
 /// An alert of a type without its own template (kept and notified generically).
 #[derive(Debug, Clone, Default)]
 pub struct GenericAlert {
@@ -289,6 +300,8 @@ pub enum Message {
     AutowithdrawStale(AutowithdrawStale),
     /// autowithdraw judges again.
     AutowithdrawRecovered(AutowithdrawRecovered),
+    /// An operator advertised a prefix.
+    ManualAdvertisement(ManualAdvertisement),
     /// Any other alert.
     Generic(GenericAlert),
 }
@@ -309,6 +322,7 @@ impl Message {
             Self::AnalyticsSummary(_) => "analytics_summary",
             Self::AutowithdrawStale(_) => "autowithdraw_stale",
             Self::AutowithdrawRecovered(_) => "autowithdraw_recovered",
+            Self::ManualAdvertisement(_) => "manual_advertisement",
             Self::Generic(_) => "generic_alert",
         }
     }
@@ -337,6 +351,7 @@ impl Message {
             Self::AnalyticsSummary(s) => summary(&mut d, s),
             Self::AutowithdrawStale(w) => autowithdraw_stale(&mut d, w),
             Self::AutowithdrawRecovered(r) => autowithdraw_recovered(&mut d, r),
+            Self::ManualAdvertisement(m) => manual_advertisement(&mut d, m),
             Self::Generic(g) => generic(&mut d, g),
         }
         d.footer(org);
@@ -560,6 +575,14 @@ fn autowithdraw_recovered(d: &mut Doc, r: &AutowithdrawRecovered) {
     d.title("✅", "AUTOWITHDRAW JUDGING AGAIN");
     d.field("⏱️", "Silent for", &human(r.stale_for));
     d.field("🕐", "At", &utc(r.at));
+}
+
+fn manual_advertisement(d: &mut Doc, m: &ManualAdvertisement) {
+    d.title("📢", "PREFIX ADVERTISED MANUALLY");
+    d.code_field("📍", "CIDR", &m.prefix);
+    d.field("👤", "Operator", &m.operator);
+    d.field("🕐", "At", &utc(m.at));
+    d.line("🛡️ Traffic is routed through Cloudflare within minutes; autowithdraw withdraws it once calm");
 }
 
 fn generic(d: &mut Doc, g: &GenericAlert) {

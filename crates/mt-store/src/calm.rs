@@ -120,6 +120,23 @@ impl WriteTx {
     }
 }
 
+impl WriteTx {
+    /// A manual withdrawal: marks `prefix` withdrawn (not touching `updated_at`, as
+    /// [`WriteTx::mark_prefix_under_attack`]).
+    pub async fn mark_prefix_withdrawn(&mut self, prefix: &str, at: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO prefix_calm_status (prefix, advertised, under_attack, calm_since, updated_at) \
+             VALUES (?1, 0, 0, NULL, ?2) \
+             ON CONFLICT(prefix) DO UPDATE SET advertised = 0",
+        )
+        .bind(prefix)
+        .bind(to_db(at))
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+}
+
 impl Store {
     /// Upserts one prefix's row in its own transaction (`update_prefix_calm_status()`).
     pub async fn update_prefix_calm_status(&self, u: &CalmUpdate<'_>) -> Result<()> {

@@ -1,12 +1,19 @@
 //! `mtctl`: the operator's CLI (SPEC §9).
 //!
-//! Exit codes: 0 ok, 1 the operation failed, 2 usage or configuration error.
+//! Exit codes: 0 ok, 1 the operation failed, 2 usage or configuration error (including a
+//! missing `--yes` on a destructive command and an unknown prefix).
+
+mod admin;
+mod control;
+mod import;
+mod output;
+mod read;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use mt_common::config::{Config, ConfigError, SecretOrigin};
+use mt_common::config::Config;
 use mt_store::{OpenOptions, Store};
 
 /// Operate the Magic Transit on-demand suite.
@@ -22,10 +29,44 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Validate the config and print the effective values (secrets are never printed).
-    CheckConfig,
-    /// Open the database and apply pending migrations (adopts an original-suite database).
-    Migrate,
+    /// Prefixes (advertised, under attack, calm countdown, holds), pending withdrawals, totals.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Withdrawal history, newest first.
+    History {
+        /// Rows to show.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attack events (START, END, ADVERTISE, WITHDRAW), newest first.
+    Events {
+        /// Rows to show.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Only this event type.
+        #[arg(long = "type", value_name = "TYPE")]
+        event_type: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Database statistics (the original suite's get_stats() keys).
+    Stats {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Webhooks received.
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
     /// Telegram outbox: delivery counts and the messages still waiting (with their last error).
     Notifications {
         /// Most waiting messages to list.
@@ -35,22 +76,128 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Import archived webhooks (the original suite's logs/webhooks or ours); idempotent.
+    ImportWebhooks {
+        /// Directory of webhook_*.json files (default: webhook.archive_dir).
+        dir: Option<PathBuf>,
+        /// Import only this file (relative to DIR unless it contains a '/').
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Show what would be imported, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Advertise a configured prefix through Cloudflare (manual).
+    Advertise {
+        /// The prefix (CIDR).
+        prefix: String,
+    },
+    /// Withdraw a configured prefix through Cloudflare (manual); needs --yes.
+    Withdraw {
+        /// The prefix (CIDR).
+        prefix: String,
+        /// Confirm: traffic returns to the origin unprotected.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Never withdraw this prefix automatically (until unpinned or the duration ends).
+    Pin {
+        /// The prefix (CIDR).
+        prefix: String,
+        /// Why (shown in status and on the dashboard).
+        #[arg(long)]
+        reason: String,
+        /// For how long (e.g. 2h, 3days); default: until unpinned.
+        #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+    },
+    /// Remove a pin.
+    Unpin {
+        /// The prefix (CIDR).
+        prefix: String,
+    },
+    /// Pause every automatic withdrawal (until resumed or the duration ends).
+    Pause {
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// For how long; default: until resumed.
+        #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+    },
+    /// End the pause.
+    Resume,
+    /// Delete webhook and analytics rows older than DURATION (history and attack events are
+    /// kept); reports what it would delete without --yes.
+    Prune {
+        /// Age, e.g. 90days.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+        /// Delete.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Write a consistent copy of the database (safe while the daemons run).
+    Backup {
+        /// Target file (must not exist).
+        path: PathBuf,
+    },
+    /// Open the database and apply pending migrations (adopts an original-suite database).
+    Migrate,
+    /// Validate the config and print the effective values (secrets are never printed).
+    CheckConfig,
 }
+
+#[derive(Debug, Subcommand)]
+enum WebhooksCommand {
+    /// The newest webhooks.
+    Recent {
+        /// How many.
+        #[arg(default_value_t = 10)]
+        count: u32,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counts by type and state, completed attacks.
+    Stats {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every webhook of one alert id: START → END correlation with durations.
+    Show {
+        /// The alert (attack) id.
+        alert_id: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A usage or configuration problem: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     mt_common::telemetry::init();
+    let config_path = Config::resolve_path(cli.config.as_deref());
     let config = Config::load_or_exit(cli.config.as_deref());
     let result = match cli.command {
         Command::CheckConfig => {
-            check_config(&config, &Config::resolve_path(cli.config.as_deref()));
+            admin::check_config(&config, &config_path);
             Ok(())
         }
-        Command::Migrate => run_async(migrate(&config)),
-        Command::Notifications { limit, json } => run_async(notifications(&config, limit, json)),
+        command => run_async(dispatch(command, config)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Usage>().is_some() => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
@@ -65,83 +212,60 @@ fn run_async(f: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> 
         .block_on(f)
 }
 
-fn check_config(config: &Config, path: &std::path::Path) {
-    println!("# {}: valid", path.display());
-    print!("{}", config.to_toml());
-    println!();
-    println!("# secrets (values never shown)");
-    let show = |name: &str, secret: Result<(secrecy::SecretString, SecretOrigin), ConfigError>| {
-        match secret {
-            Ok((_, origin)) => println!("#   {name}: set ({origin})"),
-            Err(e) => println!("#   {name}: not available: {e}"),
+async fn open(config: &Config) -> anyhow::Result<Store> {
+    Ok(Store::open(&OpenOptions::from_config(&config.database)).await?)
+}
+
+async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
+    let store = open(&config).await?;
+    let result = match command {
+        Command::Status { json } => read::status(&config, &store, json).await,
+        Command::History { limit, json } => read::history(&store, limit, json).await,
+        Command::Events {
+            limit,
+            event_type,
+            json,
+        } => read::events(&store, limit, event_type, json).await,
+        Command::Stats { json } => read::stats(&store, json).await,
+        Command::Webhooks { command } => match command {
+            WebhooksCommand::Recent { count, json } => {
+                read::webhooks_recent(&store, count, json).await
+            }
+            WebhooksCommand::Stats { json } => read::webhooks_stats(&store, json).await,
+            WebhooksCommand::Show { alert_id, json } => {
+                read::webhooks_show(&store, &alert_id, json).await
+            }
+        },
+        Command::Notifications { limit, json } => admin::notifications(&store, limit, json).await,
+        Command::ImportWebhooks { dir, file, dry_run } => {
+            import::run(&config, &store, dir, file, dry_run).await
         }
+        Command::Advertise { prefix } => {
+            control::set_advertised(&config, &store, &prefix, true).await
+        }
+        Command::Withdraw { prefix, yes } => {
+            if !yes {
+                control::require_configured(&config, &prefix)?;
+                return Err(Usage(format!(
+                    "this withdraws {prefix} from Cloudflare: its traffic goes back to the origin unprotected; re-run with --yes"
+                ))
+                .into());
+            }
+            control::set_advertised(&config, &store, &prefix, false).await
+        }
+        Command::Pin {
+            prefix,
+            reason,
+            duration,
+        } => control::pin(&config, &store, &prefix, &reason, duration).await,
+        Command::Unpin { prefix } => control::unpin(&config, &store, &prefix).await,
+        Command::Pause { reason, duration } => control::pause(&store, &reason, duration).await,
+        Command::Resume => control::resume(&store).await,
+        Command::Prune { older_than, yes } => admin::prune(&store, older_than, yes).await,
+        Command::Backup { path } => admin::backup(&store, &path).await,
+        Command::Migrate => admin::migrate(&store),
+        Command::CheckConfig => Ok(()),
     };
-    show("cloudflare api token", config.cloudflare_api_token());
-    show("webhook secret", config.webhook_secret());
-    show("telegram bot token", config.telegram_bot_token());
-}
-
-async fn notifications(config: &Config, limit: u32, json: bool) -> anyhow::Result<()> {
-    let store = Store::open(&OpenOptions::from_config(&config.database)).await?;
-    let stats = store.outbox_stats().await?;
-    let queued = store.queued_notifications(limit).await?;
     store.close().await;
-    if json {
-        let out = serde_json::json!({ "stats": stats, "queued": queued });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
-    }
-    println!("{}", "=".repeat(78));
-    println!("TELEGRAM OUTBOX");
-    println!("{}", "=".repeat(78));
-    println!(
-        "Queued: {} | Failing: {} | Oldest queued: {} | Sent: {} | Logged only: {}",
-        stats.queued,
-        stats.failing,
-        stats.oldest_queued_at.as_deref().unwrap_or("-"),
-        stats.sent,
-        stats.logged
-    );
-    if !queued.is_empty() {
-        println!();
-        println!(
-            "{:<8} {:<20} {:<20} {:>8}  Last error",
-            "Id", "Kind", "Next attempt", "Attempts"
-        );
-        println!("{}", "-".repeat(78));
-        for m in &queued {
-            println!(
-                "{:<8} {:<20} {:<20} {:>8}  {}",
-                m.id,
-                m.kind,
-                m.next_attempt_at,
-                m.attempts,
-                m.last_error.as_deref().unwrap_or("-")
-            );
-        }
-    }
-    println!("{}", "=".repeat(78));
-    Ok(())
-}
-
-async fn migrate(config: &Config) -> anyhow::Result<()> {
-    let store = Store::open(&OpenOptions::from_config(&config.database)).await?;
-    let schema = store.schema();
-    if schema.applied.is_empty() && schema.added_columns.is_empty() {
-        println!(
-            "{}: schema version {}, up to date",
-            store.path().display(),
-            schema.version
-        );
-    } else {
-        println!(
-            "{}: migrated to schema version {} (applied {:?}, added columns {:?})",
-            store.path().display(),
-            schema.version,
-            schema.applied,
-            schema.added_columns
-        );
-    }
-    store.close().await;
-    Ok(())
+    result
 }

@@ -180,3 +180,517 @@ fn notifications_shows_waiting_messages_with_their_last_error() {
     assert_eq!(json["queued"][0]["attempts"], 1);
     assert_eq!(json["queued"][0]["kind"], "generic_alert");
 }
+
+mod commands {
+    //! Every command against a real database file (and cf-sim for advertise/withdraw).
+
+    use std::path::{Path, PathBuf};
+    use std::process::Output;
+
+    use cf_sim::{PrefixSpec, Running, Scenario, Sim};
+    use chrono::{Duration, Utc};
+    use mt_store::{
+        ActionTaken, EventType, NewAttackEvent, NewWebhookEvent, NewWithdrawal, OpenOptions, Store,
+        WebhookDedup, WithdrawMethod, WithdrawStatus,
+    };
+    use serde_json::Value;
+
+    use super::{mtctl, text};
+
+    struct Env {
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        rt: tokio::runtime::Runtime,
+        sim: Running,
+    }
+
+    impl Env {
+        fn new() -> Self {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let prefix = |id: &str, cidr: &str, advertised: bool, ago: i64| PrefixSpec {
+                id: id.into(),
+                bgp_id: format!("b-{id}"),
+                cidr: cidr.parse().unwrap(),
+                description: String::new(),
+                advertised,
+                changed_secs_ago: ago,
+                locked: false,
+            };
+            let scenario = Scenario {
+                prefixes: vec![
+                    prefix("p24", "203.0.113.0/24", true, 1200),
+                    prefix("p23", "198.51.100.0/23", false, 86_400),
+                    prefix("p48", "2001:db8:1000::/48", true, 60),
+                ],
+                ..Scenario::default()
+            };
+            let sim = rt.block_on(async {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                Sim::new(scenario).serve(listener).await.unwrap()
+            });
+            let dir = tempfile::tempdir().unwrap();
+            let config = dir.path().join("config.toml");
+            let mut text = format!(
+                "[database]\npath = \"{}\"\n[cloudflare]\naccount_id = \"{}\"\napi_base_url = \"{}\"\ngraphql_url = \"{}\"\n[webhook]\narchive_dir = \"{}\"\n[telegram]\nchat_id = \"-100\"\n[autowithdraw]\ncalm_period = \"15m\"\n",
+                dir.path().join("mt.db").display(),
+                Scenario::default().account_id,
+                sim.api_base_url(),
+                sim.graphql_url(),
+                dir.path().join("webhooks").display(),
+            );
+            for (id, cidr) in [
+                ("p24", "203.0.113.0/24"),
+                ("p23", "198.51.100.0/23"),
+                ("p48", "2001:db8:1000::/48"),
+            ] {
+                text.push_str(&format!("[[prefixes]]\ncidr = \"{cidr}\"\nprefix_id = \"{id}\"\nbgp_prefix_id = \"b-{id}\"\n"));
+            }
+            std::fs::write(&config, text).unwrap();
+            Self {
+                dir,
+                config,
+                rt,
+                sim,
+            }
+        }
+
+        fn run(&self, args: &[&str]) -> Output {
+            mtctl(
+                &self.config,
+                args,
+                &[
+                    ("MT_CLOUDFLARE_API_TOKEN", "cf-sim-token"),
+                    ("USER", "alice"),
+                ],
+            )
+        }
+
+        fn json(&self, args: &[&str]) -> Value {
+            let out = self.run(args);
+            assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+            serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&out.stdout)))
+        }
+
+        fn store(&self) -> Store {
+            self.rt
+                .block_on(Store::open(&OpenOptions::new(
+                    self.dir.path().join("mt.db"),
+                )))
+                .unwrap()
+        }
+    }
+
+    fn seed(store: &Store, rt: &tokio::runtime::Runtime) {
+        rt.block_on(async {
+            let now = Utc::now();
+            let w = |alert: &str, state: &str, at| NewWebhookEvent {
+                received_at: at,
+                alert_type: Some("dos_attack_l4".into()),
+                event_state: Some(state.into()),
+                alert_id: Some(alert.into()),
+                policy_id: None,
+                policy_name: None,
+                target_ip: Some("203.0.113.10".into()),
+                target_prefix: Some("203.0.113.0/24".into()),
+                source_ip: None,
+                action_taken: "received".into(),
+                payload: format!("{{\"{alert}\":\"{state}\"}}"),
+                dedup: WebhookDedup::AlertAndState,
+            };
+            store
+                .log_webhook_event(&w(
+                    "atk-1",
+                    "ALERT_STATE_EVENT_START",
+                    now - Duration::minutes(30),
+                ))
+                .await
+                .unwrap();
+            store
+                .log_webhook_event(&w(
+                    "atk-1",
+                    "ALERT_STATE_EVENT_END",
+                    now - Duration::minutes(12),
+                ))
+                .await
+                .unwrap();
+            store
+                .log_webhook_event(&w(
+                    "old",
+                    "ALERT_STATE_EVENT_START",
+                    now - Duration::days(400),
+                ))
+                .await
+                .unwrap();
+            for (t, a) in [
+                (EventType::Start, ActionTaken::Mitigating),
+                (EventType::End, ActionTaken::NotifiedAutowithdrawHandles),
+            ] {
+                store
+                    .log_attack_event(&NewAttackEvent {
+                        prefix: Some("203.0.113.0/24".into()),
+                        attack_id: Some("atk-1".into()),
+                        ..NewAttackEvent::new(t, a, now)
+                    })
+                    .await
+                    .unwrap();
+            }
+            store
+                .record_withdrawal(&NewWithdrawal {
+                    prefix: "203.0.113.0/24".into(),
+                    attack_id: Some("atk-1".into()),
+                    policy_id: None,
+                    policy_name: None,
+                    target_ip: None,
+                    attack_type: None,
+                    advertised_at: Some(now - Duration::minutes(40)),
+                    attack_ended_at: Some(now - Duration::minutes(12)),
+                    withdrawn_at: Some(now),
+                    attack_duration_seconds: Some(1680),
+                    protection_duration_seconds: Some(1125),
+                    method: WithdrawMethod::AutoScheduled,
+                    status: WithdrawStatus::Success,
+                    notes: None,
+                    created_at: now,
+                })
+                .await
+                .unwrap();
+        });
+    }
+
+    #[test]
+    fn read_commands_print_the_seed_layouts_and_parseable_json() {
+        let env = Env::new();
+        let store = env.store();
+        seed(&store, &env.rt);
+
+        let history = text(&env.run(&["history"]).stdout);
+        assert!(
+            history.contains("WITHDRAWAL HISTORY")
+                && history.contains("auto_schedu")
+                && history.contains("18m 45s")
+                && history.contains("✅ success"),
+            "{history}"
+        );
+        let rows = env.json(&["history", "--json", "--limit", "5"]);
+        assert_eq!(rows[0]["withdraw_method"], "auto_scheduled");
+        assert_eq!(rows[0]["protection_duration_seconds"], 1125);
+
+        let events = env.json(&["events", "--type", "start", "--json"]);
+        assert_eq!(events.as_array().unwrap().len(), 1);
+        assert_eq!(events[0]["action_taken"], "mitigating");
+
+        let stats = env.json(&["stats", "--json"]);
+        assert_eq!(
+            (
+                stats["total_withdrawals"].as_i64(),
+                stats["total_events"].as_i64(),
+                stats["total_webhooks"].as_i64()
+            ),
+            (Some(1), Some(2), Some(3))
+        );
+
+        let recent = env.json(&["webhooks", "recent", "2", "--json"]);
+        assert_eq!(recent.as_array().unwrap().len(), 2);
+        let wstats = env.json(&["webhooks", "stats", "--json"]);
+        assert_eq!(wstats["completed_attacks"], 1);
+        let show = env.json(&["webhooks", "show", "atk-1", "--json"]);
+        assert_eq!(show["duration_seconds"], 18 * 60);
+        let shown = text(&env.run(&["webhooks", "show", "atk-1"]).stdout);
+        assert!(
+            shown.contains("├──") && shown.contains("└──") && shown.contains("18m 0s"),
+            "{shown}"
+        );
+        assert_eq!(
+            env.run(&["webhooks", "show", "nope"]).status.code(),
+            Some(1)
+        );
+
+        let status = text(&env.run(&["status"]).stdout);
+        assert!(
+            status.contains("PENDING WITHDRAWALS")
+                && status.contains("Pending: 0 | Total Withdrawals: 1 | Success: 1"),
+            "{status}"
+        );
+    }
+
+    #[test]
+    fn pins_and_the_pause_are_recorded_with_who_why_and_until_and_shown() {
+        let env = Env::new();
+        env.rt
+            .block_on(
+                env.store()
+                    .update_prefix_calm_status(&mt_store::CalmUpdate {
+                        prefix: "203.0.113.0/24",
+                        advertised: true,
+                        under_attack: false,
+                        calm_since: Some(Utc::now() - Duration::minutes(5)),
+                        last_attack_packets: 0,
+                        last_attack_mbps: 0.0,
+                        mitigation_systems: "",
+                        updated_at: Utc::now(),
+                    }),
+            )
+            .unwrap();
+        let status = env.json(&["status", "--json"]);
+        let p = &status["prefixes"][0];
+        assert_eq!(p["prefix"], "203.0.113.0/24");
+        let left = p["seconds_to_withdrawal"].as_i64().unwrap();
+        assert!((590..=600).contains(&left), "calm 5 of 15 minutes: {left}");
+        assert!(p["blocked_by"].is_null());
+
+        assert!(
+            env.run(&[
+                "pin",
+                "203.0.113.7/24",
+                "--reason",
+                "customer maintenance",
+                "--for",
+                "2h"
+            ])
+            .status
+            .success()
+        );
+        let status = env.json(&["status", "--json"]);
+        let p = &status["prefixes"][0];
+        assert_eq!(p["pinned"]["by"], "alice");
+        assert_eq!(p["pinned"]["reason"], "customer maintenance");
+        assert!(p["pinned"]["until"].is_string());
+        assert_eq!(p["blocked_by"], "pinned by alice: customer maintenance");
+        assert!(env.run(&["unpin", "203.0.113.0/24"]).status.success());
+        assert!(env.json(&["status", "--json"])["prefixes"][0]["pinned"].is_null());
+
+        assert!(
+            env.run(&["pause", "--reason", "change window"])
+                .status
+                .success()
+        );
+        let status = env.json(&["status", "--json"]);
+        assert_eq!(status["paused"]["by"], "alice");
+        assert!(status["paused"]["until"].is_null());
+        assert_eq!(
+            status["prefixes"][0]["blocked_by"],
+            "paused by alice: change window"
+        );
+        assert!(text(&env.run(&["status"]).stdout).contains("PAUSED by alice"));
+        assert!(env.run(&["resume"]).status.success());
+        assert!(env.json(&["status", "--json"])["paused"].is_null());
+
+        let unknown = env.run(&["pin", "192.0.2.0/24", "--reason", "x"]);
+        assert_eq!(unknown.status.code(), Some(2));
+        assert!(text(&unknown.stderr).contains("not a configured prefix"));
+    }
+
+    #[test]
+    fn manual_withdraw_and_advertise_go_through_cloudflare_and_are_logged() {
+        let env = Env::new();
+        let no = env.run(&["withdraw", "203.0.113.0/24"]);
+        assert_eq!(no.status.code(), Some(2), "destructive: needs --yes");
+        assert!(text(&no.stderr).contains("--yes"));
+        assert!(env.sim.sim.patches().is_empty());
+
+        let out = env.run(&["withdraw", "203.0.113.0/24", "--yes"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(!env.sim.sim.bgp("b-p24").unwrap().advertised);
+        let store = env.store();
+        let (events, history, outbox) = env.rt.block_on(async {
+            (
+                store.attack_events(10, None).await.unwrap(),
+                store.withdrawal_history(10).await.unwrap(),
+                store.notifications(10).await.unwrap(),
+            )
+        });
+        assert_eq!(
+            (
+                events[0].event_type.as_deref(),
+                events[0].action_taken.as_deref()
+            ),
+            (Some("WITHDRAW"), Some("withdrawn_manual"))
+        );
+        assert_eq!(
+            (
+                history[0].withdraw_method.as_deref(),
+                history[0].status.as_deref()
+            ),
+            (Some("manual"), Some("success"))
+        );
+        assert!(history[0].notes.as_deref().unwrap().contains("alice"));
+        assert_eq!(outbox[0].kind, "withdrawal_success");
+
+        // Re-advertising at once: Cloudflare's 15-minute refusal, explained with the time.
+        let refused = env.run(&["advertise", "203.0.113.0/24"]);
+        assert_eq!(refused.status.code(), Some(1));
+        let message = text(&refused.stderr);
+        assert!(
+            message.contains("within 15 minutes") && message.contains("allowed from"),
+            "{message}"
+        );
+
+        // Advertised a minute ago: the withdrawal is refused and recorded as failed.
+        let refused = env.run(&["withdraw", "2001:db8:1000::/48", "--yes"]);
+        assert_eq!(refused.status.code(), Some(1));
+        assert!(text(&refused.stderr).contains("allowed from"));
+        let history = env.rt.block_on(store.withdrawal_history(10)).unwrap();
+        assert_eq!(
+            (history[0].prefix.as_deref(), history[0].status.as_deref()),
+            (Some("2001:db8:1000::/48"), Some("failed"))
+        );
+
+        let out = env.run(&["advertise", "198.51.100.0/23"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(env.sim.sim.bgp("b-p23").unwrap().advertised);
+        let events = env
+            .rt
+            .block_on(store.attack_events(1, Some("ADVERTISE")))
+            .unwrap();
+        assert_eq!(events[0].action_taken.as_deref(), Some("advertised_manual"));
+
+        let unknown = env.run(&["advertise", "192.0.2.0/24"]);
+        assert_eq!(unknown.status.code(), Some(2));
+    }
+
+    fn write_fixtures(dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        let fixtures =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../webhook-receiver/tests/fixtures");
+        let mut n = 0;
+        for sub in ["cloudflare", "original-suite"] {
+            let mut names: Vec<_> = std::fs::read_dir(fixtures.join(sub))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            names.sort();
+            for path in names {
+                n += 1;
+                std::fs::copy(
+                    &path,
+                    dir.join(format!("webhook_20260119_0000{:02}_{n}.json", n % 60)),
+                )
+                .unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn import_webhooks_is_idempotent_and_reports_errors() {
+        let env = Env::new();
+        let archive = env.dir.path().join("old-suite-logs");
+        write_fixtures(&archive);
+        let dir = archive.to_str().unwrap();
+
+        let dry = env.run(&["import-webhooks", dir, "--dry-run"]);
+        assert!(dry.status.success(), "{}", text(&dry.stderr));
+        assert!(
+            text(&dry.stdout).contains("Imported: 23 | Duplicates: 0 | Errors: 0"),
+            "{}",
+            text(&dry.stdout)
+        );
+        assert_eq!(
+            env.json(&["stats", "--json"])["total_webhooks"],
+            0,
+            "a dry run writes nothing"
+        );
+
+        let first = env.run(&["import-webhooks", dir]);
+        assert!(first.status.success(), "{}", text(&first.stderr));
+        assert!(
+            text(&first.stdout).contains("Imported: 23 | Duplicates: 0 | Errors: 0"),
+            "{}",
+            text(&first.stdout)
+        );
+        let second = env.run(&["import-webhooks", dir]);
+        assert!(second.status.success());
+        assert!(
+            text(&second.stdout).contains("Imported: 0 | Duplicates: 23 | Errors: 0"),
+            "{}",
+            text(&second.stdout)
+        );
+        let recent = env.json(&["webhooks", "recent", "1", "--json"]);
+        assert_eq!(recent[0]["action_taken"], "imported");
+        assert_eq!(
+            recent[0]["received_at"].as_str().unwrap().get(..10),
+            Some("2026-01-19"),
+            "time from the file name"
+        );
+
+        std::fs::write(
+            archive.join("webhook_20260120_000000_bad.json"),
+            "{not json",
+        )
+        .unwrap();
+        let bad = env.run(&["import-webhooks", dir]);
+        assert_eq!(bad.status.code(), Some(1));
+        let out = text(&bad.stdout);
+        assert!(
+            out.contains("❌ error webhook_20260120_000000_bad.json: invalid JSON")
+                && out.contains("Errors: 1"),
+            "{out}"
+        );
+
+        let single = env.run(&[
+            "import-webhooks",
+            dir,
+            "--file",
+            "webhook_20260119_000001_1.json",
+        ]);
+        assert!(
+            text(&single.stdout).contains("Duplicates: 1"),
+            "{}",
+            text(&single.stdout)
+        );
+    }
+
+    #[test]
+    fn prune_reports_then_deletes_only_webhook_and_analytics_rows() {
+        let env = Env::new();
+        let store = env.store();
+        seed(&store, &env.rt);
+        let dry = env.run(&["prune", "--older-than", "90days"]);
+        assert!(dry.status.success());
+        assert!(
+            text(&dry.stdout)
+                .contains("would delete 1 webhook_events and 0 network_analytics_events"),
+            "{}",
+            text(&dry.stdout)
+        );
+        assert_eq!(env.json(&["stats", "--json"])["total_webhooks"], 3);
+        let done = env.run(&["prune", "--older-than", "90days", "--yes"]);
+        assert!(
+            text(&done.stdout).contains("deleted 1 webhook_events"),
+            "{}",
+            text(&done.stdout)
+        );
+        let stats = env.json(&["stats", "--json"]);
+        assert_eq!(
+            (
+                stats["total_webhooks"].as_i64(),
+                stats["total_events"].as_i64(),
+                stats["total_withdrawals"].as_i64()
+            ),
+            (Some(2), Some(2), Some(1))
+        );
+    }
+
+    #[test]
+    fn backup_writes_a_consistent_copy_and_never_overwrites() {
+        let env = Env::new();
+        seed(&env.store(), &env.rt);
+        let target = env.dir.path().join("backup.db");
+        let out = env.run(&["backup", target.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let check = std::process::Command::new("sqlite3")
+            .arg(&target)
+            .arg("PRAGMA integrity_check; SELECT COUNT(*) FROM withdrawal_history;")
+            .output()
+            .unwrap();
+        assert_eq!(text(&check.stdout), "ok\n1\n");
+        assert_eq!(
+            env.run(&["backup", target.to_str().unwrap()]).status.code(),
+            Some(1)
+        );
+    }
+}

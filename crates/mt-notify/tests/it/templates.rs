@@ -170,6 +170,11 @@ fn every_message() -> Vec<Message> {
             stale_for: Duration::from_secs(600),
             at,
         }),
+        Message::ManualAdvertisement(ManualAdvertisement {
+            prefix: "2001:db8::/48".into(),
+            operator: hostile(),
+            at,
+        }),
         Message::Generic(GenericAlert {
             alert_type: Some(hostile()),
             name: Some(hostile()),
@@ -209,8 +214,8 @@ fn every_template_with_hostile_values_is_valid_markdown_v2() {
     }
     assert_eq!(
         kinds.len(),
-        13,
-        "every kind of SPEC §10, the watchdog pair and the generic alert: {kinds:?}"
+        14,
+        "every kind of SPEC §10, the watchdog pair, manual advertisement and the generic alert: {kinds:?}"
     );
 }
 

@@ -1,0 +1,121 @@
+//! check-config, migrate, notifications, prune, backup.
+
+use std::path::Path;
+
+use chrono::Utc;
+use mt_common::config::{Config, ConfigError, SecretOrigin};
+use mt_store::Store;
+
+use crate::output::{json, rule};
+
+pub fn check_config(config: &Config, path: &Path) {
+    println!("# {}: valid", path.display());
+    print!("{}", config.to_toml());
+    println!();
+    println!("# secrets (values never shown)");
+    let show = |name: &str, secret: Result<(secrecy::SecretString, SecretOrigin), ConfigError>| {
+        match secret {
+            Ok((_, origin)) => println!("#   {name}: set ({origin})"),
+            Err(e) => println!("#   {name}: not available: {e}"),
+        }
+    };
+    show("cloudflare api token", config.cloudflare_api_token());
+    show("webhook secret", config.webhook_secret());
+    show("telegram bot token", config.telegram_bot_token());
+}
+
+pub fn migrate(store: &Store) -> anyhow::Result<()> {
+    let schema = store.schema();
+    if schema.applied.is_empty() && schema.added_columns.is_empty() {
+        println!(
+            "{}: schema version {}, up to date",
+            store.path().display(),
+            schema.version
+        );
+    } else {
+        println!(
+            "{}: migrated to schema version {} (applied {:?}, added columns {:?})",
+            store.path().display(),
+            schema.version,
+            schema.applied,
+            schema.added_columns
+        );
+    }
+    Ok(())
+}
+
+pub async fn notifications(store: &Store, limit: u32, as_json: bool) -> anyhow::Result<()> {
+    let stats = store.outbox_stats().await?;
+    let queued = store.queued_notifications(limit).await?;
+    if as_json {
+        return json(&serde_json::json!({ "stats": stats, "queued": queued }));
+    }
+    println!("{}", rule('=', 78));
+    println!("TELEGRAM OUTBOX");
+    println!("{}", rule('=', 78));
+    println!(
+        "Queued: {} | Failing: {} | Oldest queued: {} | Sent: {} | Logged only: {}",
+        stats.queued,
+        stats.failing,
+        stats.oldest_queued_at.as_deref().unwrap_or("-"),
+        stats.sent,
+        stats.logged
+    );
+    if !queued.is_empty() {
+        println!();
+        println!(
+            "{:<8} {:<20} {:<20} {:>8}  Last error",
+            "Id", "Kind", "Next attempt", "Attempts"
+        );
+        println!("{}", rule('-', 78));
+        for m in &queued {
+            println!(
+                "{:<8} {:<20} {:<20} {:>8}  {}",
+                m.id,
+                m.kind,
+                m.next_attempt_at,
+                m.attempts,
+                m.last_error.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    println!("{}", rule('=', 78));
+    Ok(())
+}
+
+pub async fn prune(
+    store: &Store,
+    older_than: std::time::Duration,
+    yes: bool,
+) -> anyhow::Result<()> {
+    let cutoff = Utc::now() - chrono::Duration::from_std(older_than)?;
+    if !yes {
+        let p = store.prunable(cutoff).await?;
+        println!(
+            "would delete {} webhook_events and {} network_analytics_events rows older than {} UTC \
+             (withdrawal_history and attack_events are kept); re-run with --yes",
+            p.webhook_events,
+            p.network_analytics_events,
+            mt_common::timefmt::to_db(cutoff)
+        );
+        return Ok(());
+    }
+    let p = store.prune(cutoff).await?;
+    println!(
+        "deleted {} webhook_events and {} network_analytics_events rows older than {} UTC",
+        p.webhook_events,
+        p.network_analytics_events,
+        mt_common::timefmt::to_db(cutoff)
+    );
+    Ok(())
+}
+
+pub async fn backup(store: &Store, path: &Path) -> anyhow::Result<()> {
+    store.backup_to(path).await?;
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or_default();
+    println!(
+        "backup written to {} ({size} bytes); consistent snapshot, safe to copy",
+        path.display()
+    );
+    Ok(())
+}
