@@ -84,9 +84,56 @@ pub struct Sender {
     bot: Option<Bot>,
     holder: String,
     options: SenderOptions,
-    sent: VecDeque<Instant>,
+    pacer: Pacer,
     /// Until when our lease is known to hold (by the injected clock); `None`: not held.
     lease_until: Option<DateTime<Utc>>,
+}
+
+/// Telegram's per-chat pacing: at least `min_interval` between messages, and at most
+/// `per_minute` messages in any minute to a group chat.
+#[derive(Debug)]
+struct Pacer {
+    min_interval: Duration,
+    per_minute: usize,
+    sent: VecDeque<Instant>,
+}
+
+impl Pacer {
+    fn new(min_interval: Duration, per_minute: usize) -> Self {
+        Self {
+            min_interval,
+            per_minute: per_minute.max(1),
+            sent: VecDeque::new(),
+        }
+    }
+
+    /// How long to wait at `now` before sending one more message.
+    fn delay(&mut self, now: Instant, group: bool) -> Duration {
+        let minute = Duration::from_secs(60);
+        while self
+            .sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= minute)
+        {
+            self.sent.pop_front();
+        }
+        let mut wait = self
+            .sent
+            .back()
+            .map(|last| self.min_interval.saturating_sub(now.duration_since(*last)))
+            .unwrap_or_default();
+        if group
+            && self.sent.len() >= self.per_minute
+            && let Some(first) = self.sent.front()
+        {
+            wait = wait.max(minute.saturating_sub(now.duration_since(*first)));
+        }
+        wait
+    }
+
+    fn record(&mut self, at: Instant) {
+        self.sent.push_back(at);
+    }
 }
 
 /// What one turn of the loop found.
@@ -132,13 +179,14 @@ impl Sender {
                 .map(|d| d.as_nanos())
                 .unwrap_or_default()
         );
+        let pacer = Pacer::new(options.min_interval, options.group_per_minute);
         Ok(Self {
             store,
             clock,
             bot,
             holder,
             options,
-            sent: VecDeque::new(),
+            pacer,
             lease_until: None,
         })
     }
@@ -268,29 +316,9 @@ impl Sender {
     async fn pace(&mut self, chat: &str) {
         let group = chat.starts_with('-');
         loop {
-            let now = Instant::now();
-            while self
-                .sent
-                .front()
-                .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
-            {
-                self.sent.pop_front();
-            }
-            let mut wait = Duration::ZERO;
-            if let Some(last) = self.sent.back() {
-                wait = self
-                    .options
-                    .min_interval
-                    .saturating_sub(now.duration_since(*last));
-            }
-            if group
-                && self.sent.len() >= self.options.group_per_minute
-                && let Some(first) = self.sent.front()
-            {
-                wait = wait.max(Duration::from_secs(60).saturating_sub(now.duration_since(*first)));
-            }
+            let wait = self.pacer.delay(Instant::now(), group);
             if wait.is_zero() {
-                self.sent.push_back(now);
+                self.pacer.record(Instant::now());
                 return;
             }
             tokio::time::sleep(wait).await;
@@ -373,6 +401,42 @@ fn describe(e: &RequestError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pacing_keeps_one_per_interval_and_twenty_per_minute_for_groups() {
+        let mut pacer = Pacer::new(Duration::from_millis(1100), 20);
+        let t0 = Instant::now();
+        assert_eq!(pacer.delay(t0, true), Duration::ZERO);
+        pacer.record(t0);
+        assert_eq!(
+            pacer.delay(t0 + Duration::from_millis(100), true),
+            Duration::from_millis(1000)
+        );
+        assert_eq!(
+            pacer.delay(t0 + Duration::from_millis(1100), true),
+            Duration::ZERO
+        );
+        // Twenty messages 1.1 s apart: the 21st waits for the minute of the first to pass.
+        let mut pacer = Pacer::new(Duration::from_millis(1100), 20);
+        for i in 0..20 {
+            pacer.record(t0 + Duration::from_millis(1100) * i);
+        }
+        let now = t0 + Duration::from_millis(1100) * 20;
+        assert_eq!(
+            pacer.delay(now, true),
+            Duration::from_secs(60) - Duration::from_millis(22_000)
+        );
+        assert_eq!(
+            pacer.delay(now, false),
+            Duration::ZERO,
+            "private chats: one per interval only"
+        );
+        assert_eq!(
+            pacer.delay(t0 + Duration::from_secs(60), true),
+            Duration::ZERO,
+            "the first left the window"
+        );
+    }
 
     #[test]
     fn parse_errors_are_recognised() {
