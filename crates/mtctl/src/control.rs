@@ -106,23 +106,13 @@ pub async fn set_advertised(
                 })
             } else {
                 let advertised_at = before.advertised_modified_at();
-                tx.insert_withdrawal(&NewWithdrawal {
-                    prefix: cidr.clone(),
-                    attack_id: None,
-                    policy_id: None,
-                    policy_name: None,
-                    target_ip: None,
-                    attack_type: None,
+                tx.insert_withdrawal(&manual_withdrawal(
+                    &cidr,
                     advertised_at,
-                    attack_ended_at: None,
-                    withdrawn_at: Some(now),
-                    attack_duration_seconds: None,
-                    protection_duration_seconds: advertised_at.map(|t| (now - t).num_seconds()),
-                    method: WithdrawMethod::Manual,
-                    status: WithdrawStatus::Success,
-                    notes: Some(format!("manual withdrawal by {who} (mtctl)")),
-                    created_at: now,
-                })
+                    now,
+                    WithdrawStatus::Success,
+                    format!("manual withdrawal by {who} (mtctl)"),
+                ))
                 .await?;
                 tx.mark_prefix_withdrawn(&cidr, now).await?;
                 Message::WithdrawalSuccess(WithdrawalSuccess {
@@ -198,25 +188,13 @@ async fn record_failed_withdrawal(
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
     let mut tx = store.begin().await?;
-    tx.insert_withdrawal(&NewWithdrawal {
-        prefix: cidr.to_owned(),
-        attack_id: None,
-        policy_id: None,
-        policy_name: None,
-        target_ip: None,
-        attack_type: None,
+    tx.insert_withdrawal(&manual_withdrawal(
+        cidr,
         advertised_at,
-        attack_ended_at: None,
-        withdrawn_at: Some(now),
-        attack_duration_seconds: None,
-        protection_duration_seconds: None,
-        method: WithdrawMethod::Manual,
-        status: WithdrawStatus::Failed,
-        notes: Some(format!(
-            "manual withdrawal by {who} (mtctl) failed: {error}"
-        )),
-        created_at: now,
-    })
+        now,
+        WithdrawStatus::Failed,
+        format!("manual withdrawal by {who} (mtctl) failed: {error}"),
+    ))
     .await?;
     let message = Message::WithdrawalFailure(WithdrawalFailure {
         prefix: cidr.to_owned(),
@@ -312,4 +290,34 @@ pub async fn resume(store: &Store) -> anyhow::Result<()> {
         }
     );
     Ok(())
+}
+
+/// A `withdrawal_history` row of method `manual`.
+fn manual_withdrawal(
+    cidr: &str,
+    advertised_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    status: WithdrawStatus,
+    notes: String,
+) -> NewWithdrawal {
+    let succeeded = status == WithdrawStatus::Success;
+    NewWithdrawal {
+        prefix: cidr.to_owned(),
+        attack_id: None,
+        policy_id: None,
+        policy_name: None,
+        target_ip: None,
+        attack_type: None,
+        advertised_at,
+        attack_ended_at: None,
+        withdrawn_at: Some(now),
+        attack_duration_seconds: None,
+        protection_duration_seconds: advertised_at
+            .filter(|_| succeeded)
+            .map(|t| (now - t).num_seconds()),
+        method: WithdrawMethod::Manual,
+        status,
+        notes: Some(notes),
+        created_at: now,
+    }
 }

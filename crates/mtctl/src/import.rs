@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use mt_common::config::Config;
-use mt_store::{NewWebhookEvent, Store, WebhookDedup, WebhookInsert};
+use mt_store::{Store, WebhookInsert};
 use serde_json::Value;
 use webhook_receiver::classify::classify;
 
@@ -72,24 +72,7 @@ async fn import_one(
     let c = classify(&body, config, at);
     let mut tx = store.begin().await?;
     let outcome = tx
-        .insert_webhook_event(&NewWebhookEvent {
-            received_at: at,
-            alert_type: c.alert_type.clone(),
-            event_state: c.event_state.clone(),
-            alert_id: Some(c.alert_id.clone()),
-            policy_id: c.policy_id.clone(),
-            policy_name: c.policy_name.clone(),
-            target_ip: c.target_ip.clone(),
-            target_prefix: c.prefix.clone(),
-            source_ip: None,
-            action_taken: "imported".into(),
-            payload: text,
-            dedup: if c.alert_id_synthetic || c.event_state.is_none() {
-                WebhookDedup::Body
-            } else {
-                WebhookDedup::AlertAndState
-            },
-        })
+        .insert_webhook_event(&c.webhook_event(at, None, "imported", text))
         .await?;
     if dry_run {
         tx.rollback().await?;

@@ -133,6 +133,38 @@ pub struct ListedPrefix {
     pub configured: Option<String>,
 }
 
+impl Classified {
+    /// The `webhook_events` row of this alert. The duplicate rule lives here so the receiver
+    /// and `mtctl import-webhooks` can never disagree: by `(alert_id, event_state)`, or by the
+    /// body when the alert has no id of its own or no state (SPEC §6).
+    pub fn webhook_event(
+        &self,
+        received_at: DateTime<Utc>,
+        source_ip: Option<String>,
+        action_taken: &str,
+        payload: String,
+    ) -> mt_store::NewWebhookEvent {
+        mt_store::NewWebhookEvent {
+            received_at,
+            alert_type: self.alert_type.clone(),
+            event_state: self.event_state.clone(),
+            alert_id: Some(self.alert_id.clone()),
+            policy_id: self.policy_id.clone(),
+            policy_name: self.policy_name.clone(),
+            target_ip: self.target_ip.clone(),
+            target_prefix: self.prefix.clone(),
+            source_ip,
+            action_taken: action_taken.to_owned(),
+            payload,
+            dedup: if self.alert_id_synthetic || self.event_state.is_none() {
+                mt_store::WebhookDedup::Body
+            } else {
+                mt_store::WebhookDedup::AlertAndState
+            },
+        }
+    }
+}
+
 impl ListedPrefix {
     /// Whether the status says Cloudflare advertises the prefix now.
     pub fn is_advertised(&self) -> bool {

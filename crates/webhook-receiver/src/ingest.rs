@@ -16,10 +16,7 @@ use mt_notify::templates::{
     AttackAlert, AutoAdvertisement, GenericAlert, PrefixState, TunnelHealth,
 };
 use mt_notify::{Message, Notifier};
-use mt_store::{
-    ActionTaken, EventType, NewAttackEvent, NewWebhookEvent, Store, WebhookDedup, WebhookInsert,
-    WriteTx,
-};
+use mt_store::{ActionTaken, EventType, NewAttackEvent, Store, WebhookInsert, WriteTx};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
@@ -252,26 +249,13 @@ async fn store_batch(
 
 async fn store_one(tx: &mut WriteTx, job: &Job, notifier: &Notifier) -> mt_store::Result<Outcome> {
     let c = &job.classified;
-    let inserted = tx
-        .insert_webhook_event(&NewWebhookEvent {
-            received_at: job.received_at,
-            alert_type: c.alert_type.clone(),
-            event_state: c.event_state.clone(),
-            alert_id: Some(c.alert_id.clone()),
-            policy_id: c.policy_id.clone(),
-            policy_name: c.policy_name.clone(),
-            target_ip: c.target_ip.clone(),
-            target_prefix: c.prefix.clone(),
-            source_ip: job.source_ip.clone(),
-            action_taken: "received".into(),
-            payload: job.raw.clone(),
-            dedup: if c.alert_id_synthetic || c.event_state.is_none() {
-                WebhookDedup::Body
-            } else {
-                WebhookDedup::AlertAndState
-            },
-        })
-        .await?;
+    let row = c.webhook_event(
+        job.received_at,
+        job.source_ip.clone(),
+        "received",
+        job.raw.clone(),
+    );
+    let inserted = tx.insert_webhook_event(&row).await?;
     let id = match inserted {
         WebhookInsert::Duplicate(id) => return Ok(Outcome::Duplicate(id)),
         WebhookInsert::Inserted(id) => id,
