@@ -34,6 +34,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, SecondsFormat, Utc};
 use ipnet::IpNet;
+use mt_common::{SharedClock, SystemClock};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -114,6 +115,7 @@ struct SimPrefix {
 /// The simulator's state.
 #[derive(Debug)]
 pub struct State {
+    clock: SharedClock,
     scenario: Scenario,
     start: DateTime<Utc>,
     prefixes: Vec<SimPrefix>,
@@ -169,15 +171,22 @@ fn time(t: DateTime<Utc>) -> String {
 }
 
 impl Sim {
-    /// A simulator whose timeline starts now, floored to a multiple of the bucket width (like
-    /// Cloudflare's minute buckets, aligned to the wall clock).
+    /// A simulator on the system clock whose timeline starts now, floored to a multiple of
+    /// the bucket width (like Cloudflare's minute buckets, aligned to the wall clock).
     pub fn new(scenario: Scenario) -> Self {
+        Self::with_clock(scenario, SystemClock::shared())
+    }
+
+    /// A simulator whose "now" is `clock`: with a [`mt_common::ManualClock`] shared with the
+    /// code under test, scenario tests move both through minutes of timeline without sleeping
+    /// (the 15-minute rules, pipeline lag and partial buckets all follow the clock).
+    pub fn with_clock(scenario: Scenario, clock: SharedClock) -> Self {
         let width = i64::try_from(scenario.bucket.as_millis())
             .unwrap_or(60_000)
             .max(1000);
-        let now = Utc::now().timestamp_millis();
-        let start =
-            DateTime::from_timestamp_millis(now - now.rem_euclid(width)).unwrap_or_else(Utc::now);
+        let now = clock.now().timestamp_millis();
+        let start = DateTime::from_timestamp_millis(now - now.rem_euclid(width))
+            .unwrap_or_else(|| clock.now());
         let prefixes = scenario
             .prefixes
             .iter()
@@ -195,6 +204,7 @@ impl Sim {
             .collect();
         Self {
             state: Arc::new(Mutex::new(State {
+                clock,
                 traffic: scenario.traffic.clone(),
                 scenario,
                 start,
@@ -247,10 +257,15 @@ impl Sim {
         queue.extend(std::iter::repeat_n(fault, times));
     }
 
+    /// The simulator's "now".
+    pub fn now(&self) -> DateTime<Utc> {
+        self.lock().clock.now()
+    }
+
     /// Cloudflare advertises a prefix by itself (auto-advertisement), whatever the hold.
     pub fn auto_advertise(&self, bgp_id: &str) -> bool {
         let mut state = self.lock();
-        let now = Utc::now();
+        let now = state.clock.now();
         match state.prefixes.iter_mut().find(|p| p.bgp.id == bgp_id) {
             Some(p) => {
                 if !p.bgp.advertised {
@@ -485,8 +500,8 @@ async fn patch_bgp(
     else {
         return envelope_error(400, 1001, "expected {\"on_demand\":{\"advertised\":bool}}");
     };
-    let now = Utc::now();
     let mut state = sim.lock();
+    let now = state.clock.now();
     let hold = chrono::Duration::from_std(state.scenario.hold).unwrap_or_default();
     let Some(p) = state
         .prefixes
@@ -550,7 +565,7 @@ async fn graphql(AxState(sim): AxState<Sim>, headers: HeaderMap, body: String) -
     };
     let answer = {
         let state = sim.lock();
-        analytics::execute(&state, &fields, Utc::now())
+        analytics::execute(&state, &fields, state.clock.now())
     };
     match answer {
         Ok(data) => axum::Json(json!({"data": data, "errors": null})).into_response(),
@@ -590,13 +605,14 @@ async fn telegram(
         parse_mode: request["parse_mode"].as_str().map(str::to_owned),
     });
     let id = state.telegram.len();
+    let date = state.clock.now().timestamp();
     let chat = chat_id
         .parse::<i64>()
         .map(Value::from)
         .unwrap_or(Value::String(chat_id));
     axum::Json(json!({
         "ok": true,
-        "result": {"message_id": id, "date": Utc::now().timestamp(), "chat": {"id": chat, "type": "supergroup", "title": "SOC"}, "text": text}
+        "result": {"message_id": id, "date": date, "chat": {"id": chat, "type": "supergroup", "title": "SOC"}, "text": text}
     }))
     .into_response()
 }

@@ -269,3 +269,60 @@ async fn the_most_recent_buckets_are_partial() {
     assert!(packets < 4.0 * full_minute, "{packets}");
     assert!(packets >= 3.0 * full_minute, "{packets}");
 }
+
+#[tokio::test]
+async fn an_injected_clock_drives_the_timeline_and_the_15_minute_rule() {
+    let clock = mt_common::ManualClock::new(chrono::Utc::now());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = Sim::with_clock(scenario(), clock.shared())
+        .serve(listener)
+        .await
+        .unwrap();
+    let cf = client(&sim, "cf-sim-token");
+    let start = sim.sim.start();
+
+    // An attack starting ten minutes into the timeline is not visible until the clock gets
+    // there (plus the pipeline lag).
+    sim.sim.add_traffic(TrafficSpec::attack(
+        "203.0.113.77".parse().unwrap(),
+        600,
+        1200,
+        2_000.0,
+        16.0,
+    ));
+    let prefixes: Vec<IpNet> = vec!["203.0.113.0/24".parse().unwrap()];
+    let systems = vec!["dosd".to_owned()];
+    let window = |now: chrono::DateTime<chrono::Utc>| DroppedTrafficQuery {
+        start: start + Span::seconds(600),
+        end: start + Span::seconds(840),
+        data_until: now,
+        mitigation_systems: &systems,
+        prefixes: &prefixes,
+        limit: 1000,
+    };
+    let early = cf.dropped_traffic(&window(sim.sim.now())).await.unwrap();
+    assert_eq!(early.per_prefix[&prefixes[0]].packets, 0.0);
+    clock.advance(Span::seconds(1200));
+    let later = cf.dropped_traffic(&window(sim.sim.now())).await.unwrap();
+    assert_eq!(
+        later.per_prefix[&prefixes[0]].packets,
+        2_000.0 * 60.0 * 5.0,
+        "five full buckets 600..840 s"
+    );
+
+    // The 15-minute rule follows the clock too.
+    cf.set_advertised("p24", "b24", false).await.unwrap();
+    assert!(
+        cf.set_advertised("p24", "b24", true)
+            .await
+            .unwrap_err()
+            .is_prefix_hold()
+    );
+    clock.advance(Span::minutes(15));
+    assert!(
+        cf.set_advertised("p24", "b24", true)
+            .await
+            .unwrap()
+            .advertised()
+    );
+}
