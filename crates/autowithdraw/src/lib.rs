@@ -1,1 +1,5 @@
-//! `mt-autowithdraw` (SPEC §7). Filled by the autowithdraw issue; no binary ships until then.
+//! `mt-autowithdraw` (SPEC §7). Not complete yet: this crate holds the judgement of analytics
+//! windows ([`judge`]); the cycle, its persisted per-prefix state, the withdraw path and the
+//! daemon arrive with the rest of the autowithdraw issue, and no binary ships until then.
+
+pub mod judge;
