@@ -173,9 +173,9 @@ pub fn judge(
         return all(Unknown::Unattributed(traffic.unparsed_rows));
     }
     let bucket = chrono::Duration::from_std(bucket).unwrap_or(chrono::Duration::seconds(60));
-    if !traffic
+    if traffic
         .latest_minute
-        .is_some_and(|m| m + bucket >= window.end)
+        .is_none_or(|m| m + bucket < window.end)
     {
         return all(Unknown::DataLag {
             latest: traffic.latest_minute,
