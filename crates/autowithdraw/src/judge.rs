@@ -335,10 +335,12 @@ mod tests {
     #[test]
     fn doubt_is_unknown_never_calm() {
         let calm = answer(0.0, 0.0);
-        let cases: Vec<(
+        /// An outcome and a test of the unknown it must produce.
+        type Case = (
             Result<DroppedTraffic, mt_cloudflare::Error>,
             fn(&Unknown) -> bool,
-        )> = vec![
+        );
+        let cases: Vec<Case> = vec![
             (Err(mt_cloudflare::Error::Timeout), |u| {
                 matches!(u, Unknown::QueryFailed(_))
             }),
