@@ -333,7 +333,22 @@ fn router(sim: Sim) -> Router {
         )
         .route("/client/v4/graphql", post(graphql))
         .route("/{bot}/{method}", post(telegram))
+        .layer(axum::middleware::map_response_with_state(
+            sim.clone(),
+            date_header,
+        ))
         .with_state(sim)
+}
+
+/// `Date` from the simulator's clock, as Cloudflare's own (clients compare it with theirs).
+async fn date_header(AxState(sim): AxState<Sim>, mut response: Response) -> Response {
+    let date = sim.now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    if let Ok(value) = date.parse() {
+        response
+            .headers_mut()
+            .insert(axum::http::header::DATE, value);
+    }
+    response
 }
 
 fn envelope_error(status: u16, code: i64, message: &str) -> Response {

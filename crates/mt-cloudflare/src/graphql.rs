@@ -19,7 +19,7 @@ const CALM_QUERY: &str = r#"query MtCalm($accountTag: string!, $start: Time!, $e
   viewer {
     accounts(filter: { accountTag: $accountTag }) {
       drops: magicTransitNetworkAnalyticsAdaptiveGroups(
-        filter: { datetime_geq: $start, datetime_leq: $end, outcome: "drop", direction: "ingress" }
+        filter: { datetime_geq: $start, datetime_lt: $end, outcome: "drop", direction: "ingress" }
         limit: $limit
         orderBy: [sum_packets_DESC]
       ) {
@@ -64,7 +64,7 @@ const EVENTS_QUERY: &str = r#"query MtDosdEvents($accountTag: string!, $start: T
 pub struct DroppedTrafficQuery<'a> {
     /// Window start (inclusive).
     pub start: DateTime<Utc>,
-    /// Window end (inclusive, as `datetime_leq`).
+    /// Window end, exclusive (`datetime_lt`): consecutive windows count each bucket once.
     pub end: DateTime<Utc>,
     /// How far to look for the newest data of any kind (usually "now").
     pub data_until: DateTime<Utc>,

@@ -10,6 +10,7 @@
 
 mod analytics;
 mod attack;
+mod autowithdraw;
 mod calm;
 mod error;
 mod holds;
@@ -27,6 +28,7 @@ mod withdrawal;
 
 pub use analytics::{AnalyticsEvent, NewAnalyticsEvent, event_hash};
 pub use attack::{AttackEvent, NewAttackEvent};
+pub use autowithdraw::PrefixState;
 pub use calm::{CalmUpdate, PrefixCalmStatus};
 pub use error::{Error, Result};
 pub use holds::Hold;

@@ -144,7 +144,7 @@ async fn a_scripted_attack_is_read_per_prefix_for_v4_24_v4_23_and_v6_48() {
         t.per_prefix[&p.parse::<IpNet>().unwrap()].packets
     };
 
-    // During the attack: nine full one-minute buckets.
+    // During the attack: eight full one-minute buckets (the end is exclusive).
     let during = DroppedTrafficQuery {
         start: start - Span::seconds(1140),
         end: start - Span::seconds(660),
@@ -156,15 +156,15 @@ async fn a_scripted_attack_is_read_per_prefix_for_v4_24_v4_23_and_v6_48() {
     let t = cf.dropped_traffic(&during).await.unwrap();
     assert_eq!(
         get(&t, "203.0.113.0/24"),
-        50_000.0 * 60.0 * 9.0,
+        50_000.0 * 60.0 * 8.0,
         "neighbour and magic-firewall drops excluded"
     );
     assert_eq!(
         get(&t, "198.51.100.0/23"),
-        20_000.0 * 60.0 * 9.0,
+        20_000.0 * 60.0 * 8.0,
         "a /24 inside the /23"
     );
-    assert_eq!(get(&t, "2001:db8:1000::/48"), 5_000.0 * 60.0 * 9.0);
+    assert_eq!(get(&t, "2001:db8:1000::/48"), 5_000.0 * 60.0 * 8.0);
     assert!(!t.truncated);
     assert_eq!(t.sample_interval, Some(1.0));
     // Pipeline lag (60 s): the newest bucket is at most now - 60 s, and the one before start
@@ -306,8 +306,8 @@ async fn an_injected_clock_drives_the_timeline_and_the_15_minute_rule() {
     let later = cf.dropped_traffic(&window(sim.sim.now())).await.unwrap();
     assert_eq!(
         later.per_prefix[&prefixes[0]].packets,
-        2_000.0 * 60.0 * 5.0,
-        "five full buckets 600..840 s"
+        2_000.0 * 60.0 * 4.0,
+        "four full buckets in [600, 840) s"
     );
 
     // The 15-minute rule follows the clock too.

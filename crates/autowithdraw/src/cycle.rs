@@ -1,0 +1,679 @@
+//! One autowithdraw cycle (SPEC §7): read the advertisement truth, judge the analytics windows
+//! not judged yet, keep the calm clock, check every gate, withdraw with a recorded intent.
+//!
+//! Everything the cycle knows is persisted (`autowithdraw_prefixes`, `mt_state`), so a restart
+//! continues where it stopped: the time missed during downtime is judged first, a calm stretch
+//! is not reset, and a withdrawal decided just before a crash is reconciled with Cloudflare's
+//! state instead of being replayed blindly.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ipnet::IpNet;
+use mt_cloudflare::Client;
+use mt_cloudflare::graphql::DroppedTrafficQuery;
+use mt_cloudflare::rest::BgpPrefix;
+use mt_common::SharedClock;
+use mt_common::config::{Config, PrefixConfig};
+use mt_common::timefmt::{from_db, to_db};
+use mt_notify::templates::{
+    TelemetryBlind, TelemetryRecovered, WithdrawKind, WithdrawalFailure, WithdrawalSuccess,
+    WouldWithdraw,
+};
+use mt_notify::{Message, Notifier};
+use mt_store::{
+    ActionTaken, CalmUpdate, EventType, NewAttackEvent, NewWithdrawal, PrefixState, Store,
+    WithdrawMethod, WithdrawStatus,
+};
+
+use crate::judge::{Thresholds, Verdict, Window, judge};
+
+/// Where the end of the judged time is kept.
+pub const JUDGED_UNTIL_KEY: &str = "autowithdraw.judged_until";
+/// Windows judged per cycle at most: after downtime, catch-up proceeds at this many windows a
+/// cycle (an hour of five-minute windows per minute), about 12 of the ~300 GraphQL queries
+/// Cloudflare allows every five minutes.
+pub const MAX_WINDOWS_PER_CYCLE: usize = 12;
+/// Cloudflare refuses a change of advertisement this soon after the last one.
+const CHANGE_HOLD: chrono::Duration = chrono::Duration::minutes(15);
+/// Retry delays after a failed withdrawal (the last one repeats).
+const BACKOFF_SECS: [i64; 5] = [60, 120, 300, 600, 1800];
+/// Row limit of the calm-tracking query.
+const QUERY_LIMIT: u32 = 10_000;
+/// Analytics bucket width.
+const BUCKET: Duration = Duration::from_secs(60);
+/// Longest `pre_withdraw_command` run.
+const PRE_WITHDRAW_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a cycle failed as a whole (it is retried next interval; nothing was withdrawn).
+#[derive(Debug, thiserror::Error)]
+pub enum CycleError {
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] mt_store::Error),
+}
+
+/// What a cycle did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct CycleReport {
+    /// Windows judged.
+    pub windows: usize,
+    /// Why judging stopped early, if it did.
+    pub unknown: Option<String>,
+    /// Prefixes withdrawn.
+    pub withdrawn: Vec<String>,
+    /// Prefixes that would have been withdrawn (dry run).
+    pub would_withdraw: Vec<String>,
+    /// Advertised prefixes held back, with why.
+    pub held: Vec<(String, String)>,
+    /// Withdrawals that failed, with the error.
+    pub failed: Vec<(String, String)>,
+}
+
+/// The cycle's dependencies.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// The database.
+    pub store: Store,
+    /// Cloudflare.
+    pub client: Client,
+    /// Source of "now".
+    pub clock: SharedClock,
+    /// Telegram messages.
+    pub notifier: Notifier,
+}
+
+fn span(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Resets what belongs to one incident (a new advertisement or withdrawal).
+fn new_incident(s: &mut PrefixState) {
+    s.calm_since = None;
+    s.last_attack_end = None;
+    s.peak_pps = 0.0;
+    s.peak_mbps = 0.0;
+    s.systems.clear();
+    s.intent_at = None;
+    s.attempts = 0;
+    s.next_attempt_at = None;
+    s.last_error = None;
+    s.failure_history_id = None;
+    s.dry_run_notified = false;
+}
+
+impl Engine {
+    /// One cycle.
+    pub async fn cycle(&self) -> Result<CycleReport, CycleError> {
+        let now = self.clock.now();
+        let mut report = CycleReport::default();
+        let mut states: BTreeMap<IpNet, (PrefixState, bool)> = BTreeMap::new();
+
+        // 1. Advertisement truth, and reconciliation of an intent left by a crash.
+        for p in &self.config.prefixes {
+            let cidr = p.cidr.to_string();
+            let saved = self.store.prefix_state(&cidr).await?;
+            let first_sight = saved.is_none();
+            let mut s = saved.unwrap_or_else(|| PrefixState {
+                prefix: cidr.clone(),
+                ..PrefixState::default()
+            });
+            let truth = match self
+                .client
+                .get_bgp_prefix(&p.prefix_id, &p.bgp_prefix_id)
+                .await
+            {
+                Ok(bgp) => {
+                    self.observe(p, &mut s, &bgp, first_sight, now).await?;
+                    true
+                }
+                Err(e) => {
+                    if e.is_auth() {
+                        tracing::error!(prefix = %cidr, error = %e, "Cloudflare refused the API token");
+                    } else {
+                        tracing::warn!(prefix = %cidr, error = %e, "cannot read the advertisement; not acting on this prefix");
+                    }
+                    false
+                }
+            };
+            states.insert(p.cidr, (s, truth));
+        }
+
+        // 2. Judge the time not judged yet, oldest first.
+        let a = &self.config.autowithdraw;
+        let horizon = now - span(a.analytics_delay);
+        let window = span(a.window);
+        let mut judged_until = match self
+            .store
+            .state(JUDGED_UNTIL_KEY)
+            .await?
+            .as_deref()
+            .and_then(from_db)
+        {
+            Some(t) => t,
+            None => horizon - window,
+        };
+        let prefixes: Vec<IpNet> = self.config.prefixes.iter().map(|p| p.cidr).collect();
+        let thresholds = Thresholds {
+            attack_min_pps: a.attack_min_pps,
+            attack_min_mbps: a.attack_min_mbps,
+        };
+        while judged_until < horizon
+            && report.windows < MAX_WINDOWS_PER_CYCLE
+            && !prefixes.is_empty()
+        {
+            let start = judged_until;
+            let end = (start + window).min(horizon);
+            let outcome = self
+                .client
+                .dropped_traffic(&DroppedTrafficQuery {
+                    start,
+                    end,
+                    data_until: self.clock.now(),
+                    mitigation_systems: &a.mitigation_systems,
+                    prefixes: &prefixes,
+                    limit: QUERY_LIMIT,
+                })
+                .await;
+            let verdicts = judge(
+                &outcome,
+                Window { start, end },
+                &prefixes,
+                thresholds,
+                self.clock.now(),
+                BUCKET,
+            );
+            report.windows += 1;
+            if let Some(Verdict::Unknown(reason)) = verdicts.values().next()
+                && verdicts.values().all(|v| matches!(v, Verdict::Unknown(_)))
+            {
+                // Nothing could be judged: this window is retried next cycle.
+                report.unknown = Some(reason.to_string());
+                break;
+            }
+            for (prefix, verdict) in verdicts {
+                let Some((s, _)) = states.get_mut(&prefix) else {
+                    continue;
+                };
+                let settled = s
+                    .advertised_modified_at
+                    .map(|m| m + span(a.advertise_settle));
+                match verdict {
+                    Verdict::Attack { pps, mbps, systems } => {
+                        s.calm_since = None;
+                        s.last_attack_end = Some(end);
+                        s.peak_pps = s.peak_pps.max(pps);
+                        s.peak_mbps = s.peak_mbps.max(mbps);
+                        for system in systems {
+                            if !s.systems.split(',').any(|x| x == system) {
+                                if !s.systems.is_empty() {
+                                    s.systems.push(',');
+                                }
+                                s.systems.push_str(&system);
+                            }
+                        }
+                        s.unknown_since = None;
+                    }
+                    Verdict::Calm { .. } => {
+                        if s.calm_since.is_none() {
+                            // Time before the advertisement settled never counts as calm.
+                            let from = settled.map_or(start, |t| t.max(start));
+                            if from < end {
+                                s.calm_since = Some(from);
+                            }
+                        }
+                        s.unknown_since = None;
+                    }
+                    Verdict::Unknown(reason) => {
+                        // This prefix's share of the window is not judged: its stretch breaks.
+                        tracing::warn!(prefix = %prefix, %reason, "window not judged for this prefix");
+                        s.calm_since = None;
+                        s.unknown_since.get_or_insert(start);
+                    }
+                }
+            }
+            judged_until = end;
+        }
+        if report.unknown.is_some() {
+            for (s, _) in states.values_mut().filter(|(s, _)| s.advertised) {
+                s.unknown_since.get_or_insert(judged_until);
+            }
+        }
+        let mut tx = self.store.begin().await?;
+        tx.set_state(JUDGED_UNTIL_KEY, &to_db(judged_until), now)
+            .await?;
+        tx.commit().await?;
+
+        // 3. A START webhook at T: no time before T counts as calm.
+        for (prefix, (s, _)) in states.iter_mut() {
+            if let Some(t) = self.store.last_start_for(&prefix.to_string()).await?
+                && s.calm_since.is_some_and(|c| c < t)
+            {
+                s.calm_since = Some(t);
+            }
+        }
+
+        // 4. Gates, then the withdrawal.
+        let pinned = self.store.active_pins(now).await?;
+        let paused = self.store.active_pause(now).await?;
+        for p in &self.config.prefixes {
+            let Some((s, truth)) = states.get_mut(&p.cidr) else {
+                continue;
+            };
+            if !s.advertised {
+                continue;
+            }
+            let hold = self.hold_reason(p, s, *truth, &pinned, paused.as_ref(), judged_until, now);
+            let hold = match hold {
+                Some(h) => Some(h),
+                None => self.pre_withdraw(p).await.err(),
+            };
+            if let Some(why) = hold {
+                report.held.push((p.cidr.to_string(), why));
+                continue;
+            }
+            if a.dry_run {
+                report.would_withdraw.push(p.cidr.to_string());
+                if !s.dry_run_notified {
+                    let mut tx = self.store.begin().await?;
+                    let message = Message::WouldWithdraw(WouldWithdraw {
+                        prefix: p.cidr.to_string(),
+                        calm_for: s.calm_since.and_then(|c| (judged_until - c).to_std().ok()),
+                        at: now,
+                    });
+                    self.notifier.queue(&mut tx, &message, now).await?;
+                    s.dry_run_notified = true;
+                    tx.save_prefix_state(s, now).await?;
+                    tx.commit().await?;
+                }
+                continue;
+            }
+            self.withdraw(p, s, now, &mut report).await?;
+        }
+
+        // 5. Blind telemetry: told once per episode, and when it recovers.
+        self.blind(&mut states, now).await?;
+
+        // 6. Persist, and keep prefix_calm_status current for its readers.
+        let mut tx = self.store.begin().await?;
+        for (prefix, (s, _)) in &states {
+            tx.save_prefix_state(s, now).await?;
+            let cidr = prefix.to_string();
+            let recent_attack = s.calm_since.is_none()
+                && s.last_attack_end
+                    .is_some_and(|e| e + window >= judged_until);
+            tx.upsert_prefix_calm_status(&CalmUpdate {
+                prefix: &cidr,
+                advertised: s.advertised,
+                under_attack: recent_attack,
+                calm_since: s.calm_since,
+                last_attack_packets: s.peak_pps.round() as i64,
+                last_attack_mbps: s.peak_mbps,
+                mitigation_systems: &s.systems,
+                updated_at: now,
+            })
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    /// Applies what Cloudflare says of a prefix to its state.
+    async fn observe(
+        &self,
+        p: &PrefixConfig,
+        s: &mut PrefixState,
+        bgp: &BgpPrefix,
+        first_sight: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(), CycleError> {
+        let advertised = bgp.advertised();
+        let modified = bgp.advertised_modified_at();
+        if let Some(intent) = s.intent_at {
+            if !advertised && modified.is_some_and(|m| m >= intent - chrono::Duration::minutes(1)) {
+                tracing::warn!(prefix = %p.cidr, "a withdrawal from before a restart went through; recording it");
+                self.record_success(p, s, bgp, now).await?;
+                return Ok(());
+            }
+            s.intent_at = None;
+        }
+        if !first_sight && modified != s.advertised_modified_at {
+            // A change we did not make (auto-advertisement, dashboard, another tool).
+            let (event_type, action) = if advertised {
+                (EventType::Advertise, ActionTaken::AutoAdvertised)
+            } else {
+                (EventType::Withdraw, ActionTaken::WithdrawnManual)
+            };
+            let since = modified.unwrap_or(now) - chrono::Duration::minutes(10);
+            if !self
+                .store
+                .has_event_since(&p.cidr.to_string(), event_type.as_str(), since)
+                .await?
+            {
+                let mut tx = self.store.begin().await?;
+                tx.insert_attack_event(&NewAttackEvent {
+                    prefix: Some(p.cidr.to_string()),
+                    raw_payload: Some(
+                        "{\"source\":\"mt-autowithdraw: change seen on Cloudflare\"}".into(),
+                    ),
+                    ..NewAttackEvent::new(event_type, action, modified.unwrap_or(now))
+                })
+                .await?;
+                tx.commit().await?;
+            }
+            tracing::info!(prefix = %p.cidr, advertised, "advertisement changed on Cloudflare; new incident");
+        }
+        if first_sight || modified != s.advertised_modified_at {
+            new_incident(s);
+        }
+        s.advertised = advertised;
+        s.advertised_modified_at = modified;
+        s.locked = bgp.locked();
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn hold_reason(
+        &self,
+        p: &PrefixConfig,
+        s: &PrefixState,
+        truth: bool,
+        pinned: &[mt_store::Hold],
+        paused: Option<&mt_store::Hold>,
+        judged_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<String> {
+        let a = &self.config.autowithdraw;
+        let cidr = p.cidr.to_string();
+        if !truth {
+            return Some("advertisement state unknown (Cloudflare API error)".into());
+        }
+        if s.locked {
+            return Some("locked on Cloudflare".into());
+        }
+        if !p.auto_withdraw {
+            return Some("auto_withdraw = false".into());
+        }
+        if let Some(pin) = pinned.iter().find(|h| h.prefix == cidr) {
+            return Some(format!("pinned by {}: {}", pin.by, pin.reason));
+        }
+        if let Some(pause) = paused {
+            return Some(format!("paused by {}: {}", pause.by, pause.reason));
+        }
+        let Some(calm_since) = s.calm_since else {
+            return Some("not calm".into());
+        };
+        let calm_for = judged_until - calm_since;
+        if calm_for < span(a.calm_period) {
+            return Some(format!(
+                "calm for {}s of {}s",
+                calm_for.num_seconds().max(0),
+                a.calm_period.as_secs()
+            ));
+        }
+        match s.advertised_modified_at {
+            Some(m) if now - m >= span(a.min_advertised) => {}
+            _ => return Some("advertised for less than min_advertised".into()),
+        }
+        if let Some(next) = s.next_attempt_at
+            && next > now
+        {
+            return Some(format!("next attempt at {}", to_db(next)));
+        }
+        None
+    }
+
+    /// Runs `pre_withdraw_command` with the CIDR; anything but exit 0 holds the withdrawal.
+    async fn pre_withdraw(&self, p: &PrefixConfig) -> Result<(), String> {
+        let command = self.config.autowithdraw.pre_withdraw_command.trim();
+        if command.is_empty() {
+            return Ok(());
+        }
+        let run = tokio::process::Command::new(command)
+            .arg(p.cidr.to_string())
+            .kill_on_drop(true)
+            .output();
+        match tokio::time::timeout(PRE_WITHDRAW_TIMEOUT, run).await {
+            Ok(Ok(out)) if out.status.success() => Ok(()),
+            Ok(Ok(out)) => Err(format!(
+                "pre_withdraw_command exited {}: {}",
+                out.status
+                    .code()
+                    .map_or("by a signal".to_owned(), |c| c.to_string()),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Ok(Err(e)) => Err(format!("pre_withdraw_command could not run: {e}")),
+            Err(_) => Err(format!(
+                "pre_withdraw_command did not finish within {}s",
+                PRE_WITHDRAW_TIMEOUT.as_secs()
+            )),
+        }
+    }
+
+    async fn withdraw(
+        &self,
+        p: &PrefixConfig,
+        s: &mut PrefixState,
+        now: DateTime<Utc>,
+        report: &mut CycleReport,
+    ) -> Result<(), CycleError> {
+        // Intent first: a crash after the PATCH is then reconciled, never replayed blindly.
+        s.intent_at = Some(now);
+        let mut tx = self.store.begin().await?;
+        tx.save_prefix_state(s, now).await?;
+        tx.commit().await?;
+        match self
+            .client
+            .set_advertised(&p.prefix_id, &p.bgp_prefix_id, false)
+            .await
+        {
+            Ok(bgp) => {
+                self.record_success(p, s, &bgp, now).await?;
+                report.withdrawn.push(p.cidr.to_string());
+            }
+            Err(e) => {
+                s.intent_at = None;
+                s.attempts += 1;
+                let next = if e.is_prefix_hold() {
+                    s.advertised_modified_at
+                        .map_or(now + chrono::Duration::minutes(1), |m| {
+                            (m + CHANGE_HOLD).max(now + chrono::Duration::minutes(1))
+                        })
+                } else if let Some(after) = e.retry_after() {
+                    now + span(after)
+                } else {
+                    let i = usize::try_from(s.attempts - 1)
+                        .unwrap_or(0)
+                        .min(BACKOFF_SECS.len() - 1);
+                    now + chrono::Duration::seconds(BACKOFF_SECS[i])
+                };
+                s.next_attempt_at = Some(next);
+                s.last_error = Some(e.to_string());
+                let notes = format!("attempts: {}; last error: {e}", s.attempts);
+                let mut tx = self.store.begin().await?;
+                match s.failure_history_id {
+                    Some(id) => {
+                        tx.update_withdrawal(id, WithdrawStatus::Failed, Some(now), Some(&notes))
+                            .await?;
+                    }
+                    None => {
+                        let id = tx
+                            .insert_withdrawal(
+                                &self
+                                    .history(p, s, now, WithdrawStatus::Failed, notes.clone())
+                                    .await?,
+                            )
+                            .await?;
+                        s.failure_history_id = Some(id);
+                        let message = Message::WithdrawalFailure(WithdrawalFailure {
+                            prefix: p.cidr.to_string(),
+                            kind: WithdrawKind::Automatic,
+                            error: e.to_string(),
+                            attempts: u32::try_from(s.attempts).unwrap_or(u32::MAX),
+                            next_attempt_at: Some(next),
+                            at: now,
+                        });
+                        self.notifier.queue(&mut tx, &message, now).await?;
+                    }
+                }
+                tx.save_prefix_state(s, now).await?;
+                tx.commit().await?;
+                tracing::warn!(prefix = %p.cidr, error = %e, attempts = s.attempts, "withdrawal failed; retrying later");
+                report.failed.push((p.cidr.to_string(), e.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    /// A `withdrawal_history` row for this incident.
+    async fn history(
+        &self,
+        p: &PrefixConfig,
+        s: &PrefixState,
+        now: DateTime<Utc>,
+        status: WithdrawStatus,
+        notes: String,
+    ) -> Result<NewWithdrawal, CycleError> {
+        let advertised_at = s.advertised_modified_at;
+        let end_webhook = match advertised_at {
+            Some(a) => self.store.last_end_since(&p.cidr.to_string(), a).await?,
+            None => None,
+        };
+        let attack_ended_at = end_webhook.or(s.last_attack_end);
+        Ok(NewWithdrawal {
+            prefix: p.cidr.to_string(),
+            attack_id: None,
+            policy_id: None,
+            policy_name: None,
+            target_ip: None,
+            attack_type: None,
+            advertised_at,
+            attack_ended_at,
+            withdrawn_at: Some(now),
+            attack_duration_seconds: advertised_at
+                .zip(attack_ended_at)
+                .map(|(a, e)| (e - a).num_seconds().max(0)),
+            protection_duration_seconds: advertised_at.map(|a| (now - a).num_seconds()),
+            method: WithdrawMethod::AutoScheduled,
+            status,
+            notes: Some(notes),
+            created_at: now,
+        })
+    }
+
+    async fn record_success(
+        &self,
+        p: &PrefixConfig,
+        s: &mut PrefixState,
+        bgp: &BgpPrefix,
+        now: DateTime<Utc>,
+    ) -> Result<(), CycleError> {
+        let notes = format!(
+            "peak dropped {:.0} pps / {:.1} Mbit/s; mitigation: {}",
+            s.peak_pps,
+            s.peak_mbps,
+            if s.systems.is_empty() {
+                "-"
+            } else {
+                &s.systems
+            }
+        );
+        let row = self
+            .history(p, s, now, WithdrawStatus::Success, notes)
+            .await?;
+        let calm_for = s.calm_since.and_then(|c| (now - c).to_std().ok());
+        let mut tx = self.store.begin().await?;
+        tx.insert_attack_event(&NewAttackEvent {
+            prefix: Some(p.cidr.to_string()),
+            ..NewAttackEvent::new(EventType::Withdraw, ActionTaken::WithdrawnAuto, now)
+        })
+        .await?;
+        tx.insert_withdrawal(&row).await?;
+        let message = Message::WithdrawalSuccess(WithdrawalSuccess {
+            prefix: p.cidr.to_string(),
+            kind: WithdrawKind::Automatic,
+            withdrawn_at: now,
+            calm_for,
+            advertised_for: row
+                .protection_duration_seconds
+                .and_then(|x| u64::try_from(x).ok())
+                .map(Duration::from_secs),
+            peak_pps: Some(s.peak_pps),
+            peak_mbps: Some(s.peak_mbps),
+            mitigation_systems: Some(s.systems.clone()).filter(|x| !x.is_empty()),
+            operator: "mt-autowithdraw".into(),
+        });
+        self.notifier.queue(&mut tx, &message, now).await?;
+        new_incident(s);
+        s.advertised = false;
+        s.advertised_modified_at = bgp.advertised_modified_at().or(Some(now));
+        tx.save_prefix_state(s, now).await?;
+        tx.commit().await?;
+        tracing::info!(prefix = %p.cidr, "prefix withdrawn");
+        Ok(())
+    }
+
+    async fn blind(
+        &self,
+        states: &mut BTreeMap<IpNet, (PrefixState, bool)>,
+        now: DateTime<Utc>,
+    ) -> Result<(), CycleError> {
+        let calm_period = span(self.config.autowithdraw.calm_period);
+        let blind: Vec<IpNet> = states
+            .iter()
+            .filter(|(_, (s, _))| {
+                s.advertised
+                    && !s.blind_alerted
+                    && s.unknown_since.is_some_and(|u| now - u > calm_period)
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        let recovered: Vec<IpNet> = states
+            .iter()
+            .filter(|(_, (s, _))| s.blind_alerted && s.unknown_since.is_none())
+            .map(|(p, _)| *p)
+            .collect();
+        if blind.is_empty() && recovered.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.store.begin().await?;
+        if !blind.is_empty() {
+            let since = blind
+                .iter()
+                .filter_map(|p| states[p].0.unknown_since)
+                .min()
+                .unwrap_or(now);
+            let message = Message::TelemetryBlind(TelemetryBlind {
+                prefixes: blind.iter().map(ToString::to_string).collect(),
+                since,
+                reason: "dropped-traffic analytics could not be judged (see mt-autowithdraw's log)"
+                    .into(),
+            });
+            self.notifier.queue(&mut tx, &message, now).await?;
+            for p in &blind {
+                if let Some((s, _)) = states.get_mut(p) {
+                    s.blind_alerted = true;
+                }
+            }
+        }
+        if !recovered.is_empty() {
+            let message = Message::TelemetryRecovered(TelemetryRecovered {
+                prefixes: recovered.iter().map(ToString::to_string).collect(),
+                blind_for: calm_period.to_std().unwrap_or_default(),
+                at: now,
+            });
+            self.notifier.queue(&mut tx, &message, now).await?;
+            for p in &recovered {
+                if let Some((s, _)) = states.get_mut(p) {
+                    s.blind_alerted = false;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

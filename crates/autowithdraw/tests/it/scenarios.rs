@@ -1,0 +1,321 @@
+//! The autowithdraw issue's scenarios.
+
+use cf_sim::{Endpoint, Fault};
+use mt_store::{ActionTaken, EventType, NewAttackEvent};
+
+use crate::common::*;
+
+/// calm_period 15 min + analytics_delay 3 min after the last attack minute.
+const CALM_AND_DELAY: i64 = 15 * 60 + 3 * 60;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attack_then_calm_is_withdrawn_at_the_right_time_never_before() {
+    // Advertised 30 minutes ago; attack until 10 minutes after start.
+    let w = World::new(
+        vec![prefix("p24", "203.0.113.0/24", 1800)],
+        vec![attack("203.0.113.10", -1800, 600)],
+        "",
+    )
+    .await;
+    let at = w
+        .run_until_withdrawn("b-p24", 3600)
+        .await
+        .expect("withdrawn");
+    assert_eq!(
+        at,
+        600 + CALM_AND_DELAY,
+        "the first cycle at or after attack end + calm_period + analytics_delay"
+    );
+
+    let history = w.store.withdrawal_history(10).await.unwrap();
+    assert_eq!(history.len(), 1);
+    let h = &history[0];
+    assert_eq!(
+        (h.withdraw_method.as_deref(), h.status.as_deref()),
+        (Some("auto_scheduled"), Some("success"))
+    );
+    assert!(
+        h.notes.as_deref().unwrap().contains("50000 pps")
+            && h.notes.as_deref().unwrap().contains("dosd"),
+        "{:?}",
+        h.notes
+    );
+    assert_eq!(h.protection_duration_seconds, Some(1800 + at));
+    assert_eq!(
+        h.attack_duration_seconds,
+        Some(1800 + 600),
+        "to the end of the last attack window"
+    );
+    let withdraw = w.store.attack_events(10, Some("WITHDRAW")).await.unwrap();
+    assert_eq!(withdraw[0].action_taken.as_deref(), Some("withdrawn_auto"));
+    assert!(w.kinds().await.contains(&"withdrawal_success".to_owned()));
+    assert_eq!(w.sim.sim.patches().len(), 1, "exactly one PATCH");
+    let calm = w.store.prefix_calm_statuses().await.unwrap();
+    assert!(!calm[0].advertised);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intermittent_bursts_hold_until_a_full_calm_period_after_the_last() {
+    // Two-minute bursts every ten minutes for an hour.
+    let bursts = (0..6)
+        .map(|i| attack("203.0.113.10", i * 600, i * 600 + 120))
+        .collect();
+    let w = World::new(vec![prefix("p24", "203.0.113.0/24", 1800)], bursts, "").await;
+    let at = w
+        .run_until_withdrawn("b-p24", 7200)
+        .await
+        .expect("withdrawn");
+    assert_eq!(at, 3120 + CALM_AND_DELAY);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_analytics_never_read_as_calm_and_raise_the_blind_alert() {
+    let w = World::new(
+        vec![prefix("p24", "203.0.113.0/24", 1800)],
+        vec![attack("203.0.113.10", -1800, 600)],
+        "",
+    )
+    .await;
+    // Up to the attack's end: fine. Then 30 minutes of GraphQL failures of every kind.
+    while w.t() < 600 {
+        w.step().await;
+    }
+    // (fault, how many requests one cycle's call makes: retried ones are tried four times)
+    let faults = [
+        (
+            Fault::GraphQlError("rate limiter budget depleted, try again after 5 minutes".into()),
+            1,
+        ),
+        (Fault::Status(502), 4),
+        (Fault::Html(503), 4),
+        (Fault::RateLimited(None), 4),
+    ];
+    for i in 0..30 {
+        let (fault, count) = faults[i % faults.len()].clone();
+        let before = w.sim.sim.graphql_queries();
+        w.sim.sim.inject(Endpoint::GraphQl, fault, count);
+        let report = w.step().await;
+        assert!(
+            report.withdrawn.is_empty() && report.unknown.is_some(),
+            "{report:?}"
+        );
+        assert_eq!(
+            w.sim.sim.graphql_queries() - before,
+            count,
+            "every injected fault was consumed"
+        );
+    }
+    assert!(
+        w.sim.sim.bgp("b-p24").unwrap().advertised,
+        "never withdrawn while blind"
+    );
+    assert!(w.sim.sim.patches().is_empty());
+    let kinds = w.kinds().await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "telemetry_blind").count(),
+        1,
+        "once per episode: {kinds:?}"
+    );
+    // Telemetry returns: the missed half hour is judged (it was calm), then withdrawn.
+    let at = w.run_until_withdrawn("b-p24", 4 * 3600).await;
+    assert!(at.is_some());
+    assert!(w.kinds().await.contains(&"telemetry_recovered".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_patch_is_retried_with_one_failure_message_and_one_success() {
+    let w = World::new(
+        vec![prefix("p24", "203.0.113.0/24", 1800)],
+        vec![attack("203.0.113.10", -1800, 600)],
+        "",
+    )
+    .await;
+    while w.t() < 600 + CALM_AND_DELAY {
+        w.step().await;
+    }
+    // The withdrawal cycle: GET ok, then the PATCH fails on every try.
+    w.sim
+        .sim
+        .inject(Endpoint::Rest, Fault::Slow(std::time::Duration::ZERO), 1);
+    w.sim.sim.inject(Endpoint::Rest, Fault::Status(503), 4);
+    let report = w.step().await;
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    // Backoff: the next cycles hold, then it goes through.
+    let at = w
+        .run_until_withdrawn("b-p24", 600 + CALM_AND_DELAY + 600)
+        .await
+        .expect("withdrawn after backoff");
+    assert!(at >= 600 + CALM_AND_DELAY + 60);
+    let history = w.store.withdrawal_history(10).await.unwrap();
+    let statuses: Vec<_> = history.iter().map(|h| h.status.clone().unwrap()).collect();
+    assert_eq!(
+        statuses,
+        ["success", "failed"],
+        "one failed row for the incident, one success"
+    );
+    assert!(history[1].notes.as_deref().unwrap().contains("attempts: 1"));
+    let kinds = w.kinds().await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "withdrawal_failure").count(),
+        1
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "withdrawal_success").count(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_locked_manual_only_and_dry_run_prefixes_are_never_withdrawn() {
+    let mut locked = prefix("plk", "192.0.2.0/24", 1800);
+    locked.locked = true;
+    let prefixes = vec![
+        prefix("ppin", "203.0.113.0/24", 1800),
+        locked,
+        prefix("pman", "198.51.100.0/24", 1800),
+    ];
+    let extra = "";
+    let w = World::new(prefixes.clone(), vec![], extra).await;
+    // auto_withdraw = false for pman: rewrite the config.
+    let mut config = (*w.engine.config).clone();
+    config.prefixes[2].auto_withdraw = false;
+    let engine = autowithdraw::cycle::Engine {
+        config: std::sync::Arc::new(config),
+        ..w.engine.clone()
+    };
+    let mut tx = w.store.begin().await.unwrap();
+    tx.pin_prefix(
+        "203.0.113.0/24",
+        "alice",
+        "customer maintenance",
+        w.now(),
+        None,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    for _ in 0..40 {
+        let report = engine.cycle().await.unwrap();
+        w.clock.advance(chrono::Duration::seconds(60));
+        assert!(report.withdrawn.is_empty());
+        if w.t() > 30 * 60 {
+            let held: Vec<_> = report
+                .held
+                .iter()
+                .map(|(p, why)| format!("{p}: {why}"))
+                .collect();
+            assert!(
+                held.iter().any(|h| h.contains("pinned by alice")),
+                "{held:?}"
+            );
+            assert!(held.iter().any(|h| h.contains("locked")), "{held:?}");
+            assert!(
+                held.iter().any(|h| h.contains("auto_withdraw = false")),
+                "{held:?}"
+            );
+        }
+    }
+    assert!(w.sim.sim.patches().is_empty());
+
+    let dry = World::new(
+        vec![prefix("p24", "203.0.113.0/24", 1800)],
+        vec![],
+        "[autowithdraw]\ndry_run = true\n",
+    )
+    .await;
+    for _ in 0..30 {
+        dry.step().await;
+    }
+    assert!(
+        dry.sim.sim.patches().is_empty(),
+        "dry run never calls PATCH"
+    );
+    let kinds = dry.kinds().await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "would_withdraw").count(),
+        1,
+        "{kinds:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attribution_is_by_cidr_v4_24_v4_23_v6_48_and_neighbours_never_count() {
+    let prefixes = vec![
+        prefix("p24", "203.0.113.0/24", 1800),
+        prefix("p23", "198.51.100.0/23", 1800),
+        prefix("p48", "2001:db8:1000::/48", 1800),
+    ];
+    let traffic = vec![
+        attack("203.0.112.77", -1800, 7200), // neighbour of the /24: must not hold it
+        attack("198.51.101.9", -1800, 600),  // inside the /23
+        attack("2001:db8:1000:5::1", -1800, 1200), // inside the /48
+        attack("2001:db8:1001::1", -1800, 7200), // neighbour of the /48
+    ];
+    let w = World::new(prefixes, traffic, "").await;
+    let mut withdrawn_at = std::collections::BTreeMap::new();
+    while w.t() <= 1200 + CALM_AND_DELAY {
+        let t = w.t();
+        for p in w.step().await.withdrawn {
+            withdrawn_at.insert(p, t);
+        }
+    }
+    // The /24 had no attack of its own: judged calm from the first window (which starts
+    // 480 s before the start), so a full calm period is reached at t = 600 s. The neighbour's
+    // attack, which lasts two hours, never held it.
+    assert_eq!(
+        withdrawn_at.get("203.0.113.0/24"),
+        Some(&600),
+        "{withdrawn_at:?}"
+    );
+    assert_eq!(
+        withdrawn_at.get("198.51.100.0/23"),
+        Some(&(600 + CALM_AND_DELAY))
+    );
+    assert_eq!(
+        withdrawn_at.get("2001:db8:1000::/48"),
+        Some(&(1200 + CALM_AND_DELAY))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_webhook_restarts_the_calm_clock_whenever_it_arrives() {
+    let w = World::new(
+        vec![prefix("p24", "203.0.113.0/24", 1800)],
+        vec![attack("203.0.113.10", -1800, 600)],
+        "",
+    )
+    .await;
+    while w.t() < 600 + 10 * 60 {
+        w.step().await;
+    }
+    // Ten minutes into the calm period the receiver logs a START (analytics show nothing yet).
+    let start_at = w.now();
+    w.store
+        .log_attack_event(&NewAttackEvent {
+            prefix: Some("203.0.113.0/24".into()),
+            ..NewAttackEvent::new(EventType::Start, ActionTaken::Mitigating, start_at)
+        })
+        .await
+        .unwrap();
+    let at = w
+        .run_until_withdrawn("b-p24", 7200)
+        .await
+        .expect("withdrawn");
+    assert_eq!(
+        at,
+        600 + 10 * 60 + 15 * 60 + 3 * 60,
+        "a full calm period after the START, judged after the delay"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freshly_advertised_prefix_waits_for_the_settle_time_and_min_advertised() {
+    // Advertised a minute ago; its attack's drops are not visible yet (nothing in analytics).
+    let w = World::new(vec![prefix("p24", "203.0.113.0/24", 60)], vec![], "").await;
+    let at = w
+        .run_until_withdrawn("b-p24", 7200)
+        .await
+        .expect("withdrawn eventually");
+    // Calm counts only from advertised_modified_at + 7 min settle; +15 min calm; +3 min delay.
+    assert_eq!(at, -60 + 7 * 60 + 15 * 60 + 3 * 60);
+}

@@ -1,0 +1,203 @@
+//! `autowithdraw_prefixes`: mt-autowithdraw's persisted per-prefix state.
+
+use chrono::{DateTime, Utc};
+use mt_common::timefmt::{from_db, to_db};
+
+use crate::{Result, Store, WriteTx};
+
+/// One prefix's autowithdraw state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PrefixState {
+    /// The prefix (canonical CIDR).
+    pub prefix: String,
+    /// Advertised, as last read from Cloudflare.
+    pub advertised: bool,
+    /// When the advertisement last changed (identifies the incident).
+    pub advertised_modified_at: Option<DateTime<Utc>>,
+    /// Advertisement locked.
+    pub locked: bool,
+    /// Start of the current gap-free calm stretch.
+    pub calm_since: Option<DateTime<Utc>>,
+    /// End of the last window judged attack.
+    pub last_attack_end: Option<DateTime<Utc>>,
+    /// Peak dropped packets/s of the incident.
+    pub peak_pps: f64,
+    /// Peak dropped Mbit/s of the incident.
+    pub peak_mbps: f64,
+    /// Mitigation systems seen in the incident, comma-separated.
+    pub systems: String,
+    /// Telemetry unknown since.
+    pub unknown_since: Option<DateTime<Utc>>,
+    /// The blind alert of this episode was sent.
+    pub blind_alerted: bool,
+    /// A withdrawal decided at this time and not yet confirmed.
+    pub intent_at: Option<DateTime<Utc>>,
+    /// Failed attempts in this incident.
+    pub attempts: i64,
+    /// Not before this time again.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// The `failed` history row of this incident.
+    pub failure_history_id: Option<i64>,
+    /// The dry-run message of this incident was sent.
+    pub dry_run_notified: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    prefix: String,
+    advertised: bool,
+    advertised_modified_at: Option<String>,
+    locked: bool,
+    calm_since: Option<String>,
+    last_attack_end: Option<String>,
+    peak_pps: f64,
+    peak_mbps: f64,
+    systems: String,
+    unknown_since: Option<String>,
+    blind_alerted: bool,
+    intent_at: Option<String>,
+    attempts: i64,
+    next_attempt_at: Option<String>,
+    last_error: Option<String>,
+    failure_history_id: Option<i64>,
+    dry_run_notified: bool,
+}
+
+fn time(s: Option<String>) -> Option<DateTime<Utc>> {
+    s.as_deref().and_then(from_db)
+}
+
+impl From<Row> for PrefixState {
+    fn from(r: Row) -> Self {
+        Self {
+            prefix: r.prefix,
+            advertised: r.advertised,
+            advertised_modified_at: time(r.advertised_modified_at),
+            locked: r.locked,
+            calm_since: time(r.calm_since),
+            last_attack_end: time(r.last_attack_end),
+            peak_pps: r.peak_pps,
+            peak_mbps: r.peak_mbps,
+            systems: r.systems,
+            unknown_since: time(r.unknown_since),
+            blind_alerted: r.blind_alerted,
+            intent_at: time(r.intent_at),
+            attempts: r.attempts,
+            next_attempt_at: time(r.next_attempt_at),
+            last_error: r.last_error,
+            failure_history_id: r.failure_history_id,
+            dry_run_notified: r.dry_run_notified,
+        }
+    }
+}
+
+impl WriteTx {
+    /// Writes one prefix's whole state.
+    pub async fn save_prefix_state(&mut self, s: &PrefixState, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO autowithdraw_prefixes (prefix, advertised, advertised_modified_at, locked, \
+             calm_since, last_attack_end, peak_pps, peak_mbps, systems, unknown_since, blind_alerted, \
+             intent_at, attempts, next_attempt_at, last_error, failure_history_id, dry_run_notified, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) \
+             ON CONFLICT(prefix) DO UPDATE SET advertised = excluded.advertised, \
+             advertised_modified_at = excluded.advertised_modified_at, locked = excluded.locked, \
+             calm_since = excluded.calm_since, last_attack_end = excluded.last_attack_end, \
+             peak_pps = excluded.peak_pps, peak_mbps = excluded.peak_mbps, systems = excluded.systems, \
+             unknown_since = excluded.unknown_since, blind_alerted = excluded.blind_alerted, \
+             intent_at = excluded.intent_at, attempts = excluded.attempts, \
+             next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error, \
+             failure_history_id = excluded.failure_history_id, \
+             dry_run_notified = excluded.dry_run_notified, updated_at = excluded.updated_at",
+        )
+        .bind(&s.prefix)
+        .bind(s.advertised)
+        .bind(s.advertised_modified_at.map(to_db))
+        .bind(s.locked)
+        .bind(s.calm_since.map(to_db))
+        .bind(s.last_attack_end.map(to_db))
+        .bind(s.peak_pps)
+        .bind(s.peak_mbps)
+        .bind(&s.systems)
+        .bind(s.unknown_since.map(to_db))
+        .bind(s.blind_alerted)
+        .bind(s.intent_at.map(to_db))
+        .bind(s.attempts)
+        .bind(s.next_attempt_at.map(to_db))
+        .bind(&s.last_error)
+        .bind(s.failure_history_id)
+        .bind(s.dry_run_notified)
+        .bind(to_db(now))
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// One prefix's state, if it was ever saved.
+    pub async fn prefix_state(&self, prefix: &str) -> Result<Option<PrefixState>> {
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT prefix, advertised, CAST(advertised_modified_at AS TEXT) AS advertised_modified_at, \
+             locked, CAST(calm_since AS TEXT) AS calm_since, CAST(last_attack_end AS TEXT) AS last_attack_end, \
+             peak_pps, peak_mbps, systems, CAST(unknown_since AS TEXT) AS unknown_since, blind_alerted, \
+             CAST(intent_at AS TEXT) AS intent_at, attempts, CAST(next_attempt_at AS TEXT) AS next_attempt_at, \
+             last_error, failure_history_id, dry_run_notified FROM autowithdraw_prefixes WHERE prefix = ?1",
+        )
+        .bind(prefix)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(PrefixState::from))
+    }
+
+    /// The newest START event of `prefix`, or of no prefix (a START that maps to no configured
+    /// prefix concerns every prefix).
+    pub async fn last_start_for(&self, prefix: &str) -> Result<Option<DateTime<Utc>>> {
+        let at: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT CAST(MAX(created_at) AS TEXT) FROM attack_events \
+             WHERE event_type = 'START' AND (prefix = ?1 OR prefix IS NULL)",
+        )
+        .bind(prefix)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(at.flatten().as_deref().and_then(from_db))
+    }
+
+    /// The newest END event of `prefix` at or after `since`.
+    pub async fn last_end_since(
+        &self,
+        prefix: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>> {
+        let at: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT CAST(MAX(created_at) AS TEXT) FROM attack_events \
+             WHERE event_type = 'END' AND prefix = ?1 AND datetime(created_at) >= datetime(?2)",
+        )
+        .bind(prefix)
+        .bind(to_db(since))
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(at.flatten().as_deref().and_then(from_db))
+    }
+
+    /// Whether an `ADVERTISE` (or `WITHDRAW`) event of `prefix` exists at or after `since`
+    /// (so a change the receiver already logged is not logged twice).
+    pub async fn has_event_since(
+        &self,
+        prefix: &str,
+        event_type: &str,
+        since: DateTime<Utc>,
+    ) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM attack_events WHERE prefix = ?1 AND event_type = ?2 \
+             AND datetime(created_at) >= datetime(?3)",
+        )
+        .bind(prefix)
+        .bind(event_type)
+        .bind(to_db(since))
+        .fetch_one(self.pool())
+        .await?;
+        Ok(n > 0)
+    }
+}
