@@ -30,6 +30,9 @@ use mt_store::{
 
 use crate::judge::{Thresholds, Verdict, Window, judge};
 
+/// The lease that lets one instance act; another stays passive until it expires.
+pub const LEASE_NAME: &str = "autowithdraw";
+
 /// Where the end of the judged time is kept.
 pub const JUDGED_UNTIL_KEY: &str = "autowithdraw.judged_until";
 /// Windows judged per cycle at most: after downtime, catch-up proceeds at this many windows a
@@ -58,6 +61,8 @@ pub enum CycleError {
 /// What a cycle did.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct CycleReport {
+    /// Another instance holds the lease: this one did nothing.
+    pub passive: bool,
     /// Windows judged.
     pub windows: usize,
     /// Why judging stopped early, if it did.
@@ -85,6 +90,8 @@ pub struct Engine {
     pub clock: SharedClock,
     /// Telegram messages.
     pub notifier: Notifier,
+    /// This instance's lease holder id.
+    pub holder: String,
 }
 
 fn span(d: Duration) -> chrono::Duration {
@@ -107,10 +114,32 @@ fn new_incident(s: &mut PrefixState) {
 }
 
 impl Engine {
-    /// One cycle.
+    /// A unique lease holder id for this process.
+    pub fn new_holder() -> String {
+        format!(
+            "pid{}-{:x}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        )
+    }
+
+    /// One cycle. Only the lease holder acts; the lease lasts three intervals, so a second
+    /// instance takes over within three cycles of the first one stopping.
     pub async fn cycle(&self) -> Result<CycleReport, CycleError> {
         let now = self.clock.now();
         let mut report = CycleReport::default();
+        let ttl = self.config.autowithdraw.interval.saturating_mul(3);
+        if !self
+            .store
+            .acquire_lease(LEASE_NAME, &self.holder, ttl, now)
+            .await?
+        {
+            report.passive = true;
+            return Ok(report);
+        }
         let mut states: BTreeMap<IpNet, (PrefixState, bool)> = BTreeMap::new();
 
         // 1. Advertisement truth, and reconciliation of an intent left by a crash.

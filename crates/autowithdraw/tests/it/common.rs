@@ -92,6 +92,7 @@ impl World {
             store: store.clone(),
             client,
             clock: clock.shared(),
+            holder: Engine::new_holder(),
         };
         Self {
             _dir: dir,
@@ -129,6 +130,18 @@ impl World {
             }
         }
         None
+    }
+
+    /// A second instance on the same database file and Cloudflare.
+    pub async fn second_instance(&self) -> Engine {
+        let store = Store::open(&OpenOptions::from_config(&self.engine.config.database))
+            .await
+            .unwrap();
+        Engine {
+            store,
+            holder: format!("{}-b", Engine::new_holder()),
+            ..self.engine.clone()
+        }
     }
 
     pub async fn kinds(&self) -> Vec<String> {

@@ -319,3 +319,176 @@ async fn a_freshly_advertised_prefix_waits_for_the_settle_time_and_min_advertise
     // Calm counts only from advertised_modified_at + 7 min settle; +15 min calm; +3 min delay.
     assert_eq!(at, -60 + 7 * 60 + 15 * 60 + 3 * 60);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_make_exactly_one_patch_and_the_second_takes_over() {
+    let w = World::new(
+        vec![prefix("p24", "203.0.113.0/24", 1800)],
+        vec![attack("203.0.113.10", -1800, 600)],
+        "",
+    )
+    .await;
+    let b = w.second_instance().await;
+    let mut withdrawn = 0;
+    while w.t() <= 600 + CALM_AND_DELAY + 120 {
+        let (ra, rb) = (w.engine.cycle().await.unwrap(), b.cycle().await.unwrap());
+        assert!(
+            ra.passive != rb.passive,
+            "exactly one instance acts per cycle"
+        );
+        withdrawn += ra.withdrawn.len() + rb.withdrawn.len();
+        w.clock.advance(chrono::Duration::seconds(60));
+    }
+    assert_eq!(withdrawn, 1);
+    assert_eq!(w.sim.sim.patches().len(), 1, "exactly one PATCH");
+    // The active instance stops: the other one takes over once the lease (3 intervals) expires.
+    let mut took_over = None;
+    for i in 0..5 {
+        if !b.cycle().await.unwrap().passive {
+            took_over = Some(i);
+            break;
+        }
+        w.clock.advance(chrono::Duration::seconds(60));
+    }
+    assert!(took_over.is_some_and(|i| i <= 3), "{took_over:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_judges_the_missed_time_first_and_keeps_the_schedule() {
+    let w = World::new(
+        vec![prefix("p24", "203.0.113.0/24", 1800)],
+        vec![attack("203.0.113.10", -1800, 600)],
+        "",
+    )
+    .await;
+    while w.t() < 600 + 8 * 60 {
+        w.step().await;
+    }
+    // Down for ten minutes, then a new process (new pool, new holder) on the same database.
+    w.clock.advance(chrono::Duration::minutes(10));
+    let restarted = w.second_instance().await;
+    let mut at = None;
+    for _ in 0..20 {
+        // The old instance's lease has expired after three intervals of downtime.
+        let t = w.t();
+        if !restarted.cycle().await.unwrap().withdrawn.is_empty() {
+            at = Some(t);
+            break;
+        }
+        w.clock.advance(chrono::Duration::seconds(60));
+    }
+    assert_eq!(
+        at,
+        Some(600 + CALM_AND_DELAY),
+        "calm during the downtime was judged: the original schedule holds"
+    );
+
+    // An attack during a downtime is caught by the catch-up and delays the withdrawal.
+    let w = World::new(
+        vec![prefix("p24", "203.0.113.0/24", 1800)],
+        vec![
+            attack("203.0.113.10", -1800, 600),
+            attack("203.0.113.10", 900, 1020),
+        ],
+        "",
+    )
+    .await;
+    while w.t() < 840 {
+        w.step().await;
+    }
+    w.clock.advance(chrono::Duration::minutes(10));
+    let restarted = w.second_instance().await;
+    let mut at = None;
+    for _ in 0..40 {
+        let t = w.t();
+        if !restarted.cycle().await.unwrap().withdrawn.is_empty() {
+            at = Some(t);
+            break;
+        }
+        w.clock.advance(chrono::Duration::seconds(60));
+    }
+    // Catch-up judges whole windows (5 min): the window holding the burst's end is an attack
+    // window, so calm restarts at its end. Never before the burst's end + calm + delay, and at
+    // most one window later.
+    let at = at.expect("withdrawn after the catch-up");
+    assert!(
+        at >= 1020 + CALM_AND_DELAY,
+        "the burst during the downtime restarted the calm clock: {at}"
+    );
+    assert!(at <= 1020 + CALM_AND_DELAY + 300, "{at}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_advertisement_is_a_new_incident_without_a_stale_calm_clock() {
+    let w = World::new(
+        vec![prefix("p24", "203.0.113.0/24", 1800)],
+        vec![attack("203.0.113.10", -1800, 600)],
+        "",
+    )
+    .await;
+    let first = w
+        .run_until_withdrawn("b-p24", 3600)
+        .await
+        .expect("withdrawn");
+    // Cloudflare auto-advertises it again ten minutes later (a new attack, drops not yet seen).
+    while w.t() < first + 600 {
+        w.step().await;
+    }
+    let readvertised = w.t();
+    assert!(w.sim.sim.auto_advertise("b-p24"));
+    let second = w
+        .run_until_withdrawn("b-p24", readvertised + 7200)
+        .await
+        .expect("withdrawn again");
+    // Not before min_advertised, the settle time and a full calm period from the settle.
+    assert_eq!(second, readvertised + 7 * 60 + 15 * 60 + 3 * 60);
+    let advertise = w.store.attack_events(10, Some("ADVERTISE")).await.unwrap();
+    assert_eq!(
+        advertise.len(),
+        1,
+        "the change we did not make is logged once"
+    );
+    assert_eq!(
+        advertise[0].action_taken.as_deref(),
+        Some("auto_advertised")
+    );
+    assert_eq!(w.store.withdrawal_history(10).await.unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_pre_withdraw_command_blocks_the_withdrawal_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("announce-from-origin");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"origin session down for $1\" >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&script)
+        .status()
+        .unwrap();
+    let extra = format!(
+        "[autowithdraw]\npre_withdraw_command = \"{}\"\n",
+        script.display()
+    );
+    let w = World::new(
+        vec![prefix("p24", "203.0.113.0/24", 1800)],
+        vec![attack("203.0.113.10", -1800, 600)],
+        &extra,
+    )
+    .await;
+    let mut last = Default::default();
+    while w.t() <= 600 + CALM_AND_DELAY + 120 {
+        last = w.step().await;
+    }
+    assert!(w.sim.sim.patches().is_empty());
+    let autowithdraw::cycle::CycleReport { held, .. } = last;
+    assert!(
+        held.iter()
+            .any(|(_, why)| why.contains("pre_withdraw_command exited 3")
+                && why.contains("origin session down for 203.0.113.0/24")),
+        "{held:?}"
+    );
+}
