@@ -6,7 +6,7 @@
 //! is not reset, and a withdrawal decided just before a crash is reconciled with Cloudflare's
 //! state instead of being replayed blindly.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,8 +19,8 @@ use mt_common::SharedClock;
 use mt_common::config::{Config, PrefixConfig};
 use mt_common::timefmt::{from_db, to_db};
 use mt_notify::templates::{
-    TelemetryBlind, TelemetryRecovered, WithdrawKind, WithdrawalFailure, WithdrawalSuccess,
-    WouldWithdraw,
+    OperatorAlert, TelemetryBlind, TelemetryRecovered, WithdrawKind, WithdrawalFailure,
+    WithdrawalSuccess, WouldWithdraw,
 };
 use mt_notify::{Message, Notifier};
 use mt_store::{
@@ -32,6 +32,17 @@ use crate::judge::{Thresholds, Verdict, Window, judge};
 
 /// The lease that lets one instance act; another stays passive until it expires.
 pub const LEASE_NAME: &str = "autowithdraw";
+
+/// How often the account's BGP prefixes are compared with the config (and at start).
+const ACCOUNT_CHECK_EVERY: chrono::Duration = chrono::Duration::hours(1);
+/// When the account was last compared with the config.
+pub const ACCOUNT_CHECKED_KEY: &str = "autowithdraw.account_checked_at";
+/// Configured prefixes that do not match the account (comma-separated): never acted on.
+pub const MISMATCH_KEY: &str = "autowithdraw.config_mismatch";
+/// Advertised prefixes missing from the config, already alerted (comma-separated).
+pub const UNMANAGED_KEY: &str = "autowithdraw.unmanaged";
+/// Set while Cloudflare refuses the API token (alerted once per episode).
+pub const AUTH_FAILED_KEY: &str = "autowithdraw.auth_failed";
 
 /// Where the end of the judged time is kept.
 pub const JUDGED_UNTIL_KEY: &str = "autowithdraw.judged_until";
@@ -163,6 +174,7 @@ impl Engine {
                 Err(e) => {
                     if e.is_auth() {
                         tracing::error!(prefix = %cidr, error = %e, "Cloudflare refused the API token");
+                        self.alert_auth(&e, now).await?;
                     } else {
                         tracing::warn!(prefix = %cidr, error = %e, "cannot read the advertisement; not acting on this prefix");
                     }
@@ -287,6 +299,7 @@ impl Engine {
         }
 
         // 4. Gates, then the withdrawal.
+        let mismatched = self.check_account(now).await?;
         let pinned = self.store.active_pins(now).await?;
         let paused = self.store.active_pause(now).await?;
         for p in &self.config.prefixes {
@@ -296,7 +309,11 @@ impl Engine {
             if !s.advertised {
                 continue;
             }
-            let hold = self.hold_reason(p, s, *truth, &pinned, paused.as_ref(), judged_until, now);
+            let hold = if mismatched.contains(&p.cidr) {
+                Some("config does not match the Cloudflare account (see the alert)".to_owned())
+            } else {
+                self.hold_reason(p, s, *truth, &pinned, paused.as_ref(), judged_until, now)
+            };
             let hold = match hold {
                 Some(h) => Some(h),
                 None => self.pre_withdraw(p).await.err(),
@@ -349,6 +366,137 @@ impl Engine {
         }
         tx.commit().await?;
         Ok(report)
+    }
+
+    /// Compares the account's BGP prefixes with the config, at start and hourly: a configured
+    /// BGP prefix id that is missing or has another CIDR is never acted on; an advertised
+    /// prefix missing from the config is alerted as unmanaged. Returns the mismatched prefixes.
+    async fn check_account(&self, now: DateTime<Utc>) -> Result<BTreeSet<IpNet>, CycleError> {
+        let set = |v: Option<String>| -> BTreeSet<String> {
+            v.unwrap_or_default()
+                .split(',')
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let known: BTreeSet<String> = set(self.store.state(MISMATCH_KEY).await?);
+        let as_nets = |s: &BTreeSet<String>| {
+            s.iter()
+                .filter_map(|c| c.parse::<IpNet>().ok())
+                .collect::<BTreeSet<_>>()
+        };
+        let checked = self
+            .store
+            .state(ACCOUNT_CHECKED_KEY)
+            .await?
+            .as_deref()
+            .and_then(from_db);
+        if checked.is_some_and(|t| now - t < ACCOUNT_CHECK_EVERY) {
+            return Ok(as_nets(&known));
+        }
+        let account = match self.client.list_account_bgp_prefixes().await {
+            Ok(a) => a,
+            Err(e) => {
+                if e.is_auth() {
+                    self.alert_auth(&e, now).await?;
+                }
+                tracing::warn!(error = %e, "cannot compare the config with the account; retrying next cycle");
+                return Ok(as_nets(&known));
+            }
+        };
+        let mut tx = self.store.begin().await?;
+        if self.store.state(AUTH_FAILED_KEY).await?.is_some() {
+            tx.clear_state(AUTH_FAILED_KEY).await?;
+        }
+        let mut mismatched = BTreeSet::new();
+        for p in &self.config.prefixes {
+            let found = account
+                .iter()
+                .find(|a| a.prefix_id == p.prefix_id && a.bgp.id == p.bgp_prefix_id);
+            let problem = match found {
+                None => Some(format!(
+                    "BGP prefix {} of IP prefix {} is not in the account",
+                    p.bgp_prefix_id, p.prefix_id
+                )),
+                Some(a) => match a.bgp.cidr.as_deref().and_then(|c| c.parse::<IpNet>().ok()) {
+                    Some(c) if c.trunc() == p.cidr => None,
+                    other => Some(format!(
+                        "BGP prefix {} is {} on Cloudflare, not {}",
+                        p.bgp_prefix_id,
+                        other.map_or("of unknown CIDR".to_owned(), |c| c.to_string()),
+                        p.cidr
+                    )),
+                },
+            };
+            if let Some(details) = problem {
+                mismatched.insert(p.cidr.to_string());
+                if !known.contains(&p.cidr.to_string()) {
+                    tracing::error!(prefix = %p.cidr, %details, "config does not match the account; never acting on this prefix");
+                    let message = Message::OperatorAlert(OperatorAlert {
+                        title: "Config does not match the Cloudflare account".into(),
+                        prefix: Some(p.cidr.to_string()),
+                        details,
+                        consequence:
+                            "mt-autowithdraw will not act on this prefix until the config is fixed"
+                                .into(),
+                        at: now,
+                    });
+                    self.notifier.queue(&mut tx, &message, now).await?;
+                }
+            }
+        }
+        let configured: BTreeSet<&str> = self
+            .config
+            .prefixes
+            .iter()
+            .map(|p| p.bgp_prefix_id.as_str())
+            .collect();
+        let unmanaged: BTreeSet<String> = account
+            .iter()
+            .filter(|a| a.bgp.advertised() && !configured.contains(a.bgp.id.as_str()))
+            .map(|a| a.bgp.cidr.clone().unwrap_or_else(|| a.bgp.id.clone()))
+            .collect();
+        let alerted = set(self.store.state(UNMANAGED_KEY).await?);
+        for cidr in unmanaged.difference(&alerted) {
+            tracing::warn!(prefix = %cidr, "an advertised prefix is not in the config");
+            let message = Message::OperatorAlert(OperatorAlert {
+                title: "Advertised prefix not managed".into(),
+                prefix: Some(cidr.clone()),
+                details: "Cloudflare advertises this prefix, but it is not in the config".into(),
+                consequence: "it will not be withdrawn automatically; add it to [[prefixes]] or withdraw it by hand".into(),
+                at: now,
+            });
+            self.notifier.queue(&mut tx, &message, now).await?;
+        }
+        let join = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join(",");
+        tx.set_state(MISMATCH_KEY, &join(&mismatched), now).await?;
+        tx.set_state(UNMANAGED_KEY, &join(&unmanaged), now).await?;
+        tx.set_state(ACCOUNT_CHECKED_KEY, &to_db(now), now).await?;
+        tx.commit().await?;
+        Ok(as_nets(&mismatched))
+    }
+
+    /// Cloudflare refused the token: alerted once per episode.
+    async fn alert_auth(
+        &self,
+        e: &mt_cloudflare::Error,
+        now: DateTime<Utc>,
+    ) -> Result<(), CycleError> {
+        if self.store.state(AUTH_FAILED_KEY).await?.is_some() {
+            return Ok(());
+        }
+        let mut tx = self.store.begin().await?;
+        let message = Message::OperatorAlert(OperatorAlert {
+            title: "Cloudflare refused the API token".into(),
+            prefix: None,
+            details: e.to_string(),
+            consequence: "nothing can be read or withdrawn until the token is fixed".into(),
+            at: now,
+        });
+        self.notifier.queue(&mut tx, &message, now).await?;
+        tx.set_state(AUTH_FAILED_KEY, &to_db(now), now).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Applies what Cloudflare says of a prefix to its state.

@@ -245,6 +245,23 @@ pub struct AutowithdrawRecovered {
     pub at: DateTime<Utc>,
 }
 
+/// Something an operator must look at (a config that does not match the account, an advertised
+/// prefix nobody manages, a refused API token, a withdrawal Cloudflare did not carry out, a
+/// prefix advertised for long).
+#[derive(Debug, Clone)]
+pub struct OperatorAlert {
+    /// What it is about, e.g. "CONFIG DOES NOT MATCH THE ACCOUNT".
+    pub title: String,
+    /// The prefix concerned, if one.
+    pub prefix: Option<String>,
+    /// Details.
+    pub details: String,
+    /// What is (not) done about it.
+    pub consequence: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
 /// An operator advertised a prefix by hand (`mtctl advertise`, the dashboard).
 #[derive(Debug, Clone)]
 pub struct ManualAdvertisement {
@@ -302,6 +319,8 @@ pub enum Message {
     AutowithdrawRecovered(AutowithdrawRecovered),
     /// An operator advertised a prefix.
     ManualAdvertisement(ManualAdvertisement),
+    /// Something an operator must look at.
+    OperatorAlert(OperatorAlert),
     /// Any other alert.
     Generic(GenericAlert),
 }
@@ -323,6 +342,7 @@ impl Message {
             Self::AutowithdrawStale(_) => "autowithdraw_stale",
             Self::AutowithdrawRecovered(_) => "autowithdraw_recovered",
             Self::ManualAdvertisement(_) => "manual_advertisement",
+            Self::OperatorAlert(_) => "operator_alert",
             Self::Generic(_) => "generic_alert",
         }
     }
@@ -352,6 +372,7 @@ impl Message {
             Self::AutowithdrawStale(w) => autowithdraw_stale(&mut d, w),
             Self::AutowithdrawRecovered(r) => autowithdraw_recovered(&mut d, r),
             Self::ManualAdvertisement(m) => manual_advertisement(&mut d, m),
+            Self::OperatorAlert(a) => operator_alert(&mut d, a),
             Self::Generic(g) => generic(&mut d, g),
         }
         d.footer(org);
@@ -575,6 +596,14 @@ fn autowithdraw_recovered(d: &mut Doc, r: &AutowithdrawRecovered) {
     d.title("✅", "AUTOWITHDRAW JUDGING AGAIN");
     d.field("⏱️", "Silent for", &human(r.stale_for));
     d.field("🕐", "At", &utc(r.at));
+}
+
+fn operator_alert(d: &mut Doc, a: &OperatorAlert) {
+    d.title("⚠️", &a.title.to_uppercase());
+    d.opt_code("📍", "CIDR", a.prefix.as_deref());
+    d.field("📝", "Details", &a.details);
+    d.field("🛡️", "Consequence", &a.consequence);
+    d.field("🕐", "At", &utc(a.at));
 }
 
 fn manual_advertisement(d: &mut Doc, m: &ManualAdvertisement) {

@@ -492,3 +492,88 @@ async fn a_failing_pre_withdraw_command_blocks_the_withdrawal_and_says_why() {
         "{held:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_that_does_not_match_the_account_is_never_acted_on_and_alerted_once() {
+    // Cloudflare's BGP prefix b-p24 is 198.51.100.0/24; the config says 203.0.113.0/24.
+    // Another prefix is advertised on the account but missing from the config.
+    let mut wrong = prefix("p24", "198.51.100.0/24", 1800);
+    wrong.bgp_id = "b-p24".into();
+    let w = World::new(vec![wrong, prefix("pun", "192.0.2.0/24", 1800)], vec![], "").await;
+    let mut config = (*w.engine.config).clone();
+    config.prefixes.truncate(1);
+    config.prefixes[0].cidr = "203.0.113.0/24".parse().unwrap();
+    let engine = autowithdraw::cycle::Engine {
+        config: std::sync::Arc::new(config),
+        ..w.engine.clone()
+    };
+    let mut last = Default::default();
+    for _ in 0..40 {
+        last = engine.cycle().await.unwrap();
+        w.clock.advance(chrono::Duration::seconds(60));
+    }
+    assert!(w.sim.sim.patches().is_empty(), "never acted on");
+    let autowithdraw::cycle::CycleReport { held, .. } = last;
+    assert!(
+        held.iter()
+            .any(|(p, why)| p == "203.0.113.0/24" && why.contains("does not match")),
+        "{held:?}"
+    );
+    let alerts: Vec<String> = w
+        .store
+        .notifications(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.kind == "operator_alert")
+        .map(|n| n.text)
+        .collect();
+    assert_eq!(
+        alerts.len(),
+        2,
+        "one mismatch and one unmanaged alert, not repeated: {alerts:#?}"
+    );
+    assert!(
+        alerts
+            .iter()
+            .any(|t| t.contains("CONFIG DOES NOT MATCH") && t.contains("198\\.51\\.100\\.0/24"))
+    );
+    assert!(
+        alerts
+            .iter()
+            .any(|t| t.contains("ADVERTISED PREFIX NOT MANAGED") && t.contains("`192.0.2.0/24`"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_is_alerted_once_and_nothing_is_done() {
+    let w = World::new(
+        vec![prefix("p24", "203.0.113.0/24", 1800)],
+        vec![attack("203.0.113.10", -1800, 0)],
+        "",
+    )
+    .await;
+    let config = w.engine.config.clone();
+    let bad = mt_cloudflare::Client::new(
+        &config.cloudflare,
+        &secrecy::SecretString::from("wrong-token".to_owned()),
+        mt_cloudflare::ClientOptions::default(),
+    )
+    .unwrap();
+    let engine = autowithdraw::cycle::Engine {
+        client: bad,
+        ..w.engine.clone()
+    };
+    for _ in 0..30 {
+        let report = engine.cycle().await.unwrap();
+        assert!(report.withdrawn.is_empty());
+        w.clock.advance(chrono::Duration::seconds(60));
+    }
+    assert!(w.sim.sim.patches().is_empty());
+    let kinds = w.kinds().await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "operator_alert").count(),
+        1,
+        "{kinds:?}"
+    );
+}

@@ -175,6 +175,20 @@ fn every_message() -> Vec<Message> {
             operator: hostile(),
             at,
         }),
+        Message::OperatorAlert(OperatorAlert {
+            title: hostile(),
+            prefix: Some(hostile()),
+            details: huge(),
+            consequence: hostile(),
+            at,
+        }),
+        Message::OperatorAlert(OperatorAlert {
+            title: "x".into(),
+            prefix: None,
+            details: String::new(),
+            consequence: String::new(),
+            at,
+        }),
         Message::Generic(GenericAlert {
             alert_type: Some(hostile()),
             name: Some(hostile()),
@@ -214,7 +228,7 @@ fn every_template_with_hostile_values_is_valid_markdown_v2() {
     }
     assert_eq!(
         kinds.len(),
-        14,
+        15,
         "every kind of SPEC §10, the watchdog pair, manual advertisement and the generic alert: {kinds:?}"
     );
 }
