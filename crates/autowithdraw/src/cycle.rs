@@ -302,6 +302,16 @@ impl Engine {
         let mismatched = self.check_account(now).await?;
         let pinned = self.store.active_pins(now).await?;
         let paused = self.store.active_pause(now).await?;
+        self.requests(
+            &mut states,
+            &mismatched,
+            &pinned,
+            paused.as_ref(),
+            judged_until,
+            now,
+            &mut report,
+        )
+        .await?;
         for p in &self.config.prefixes {
             let Some((s, truth)) = states.get_mut(&p.cidr) else {
                 continue;
@@ -366,6 +376,106 @@ impl Engine {
         }
         tx.commit().await?;
         Ok(report)
+    }
+
+    /// Scheduled withdrawal requests (`pending_withdrawals`, SPEC §5): from `withdraw_after` on,
+    /// performed when every gate but the calm period holds; moved to the history when done; a
+    /// refused one stays, with `last_error` saying why.
+    #[allow(clippy::too_many_arguments)]
+    async fn requests(
+        &self,
+        states: &mut BTreeMap<IpNet, (PrefixState, bool)>,
+        mismatched: &BTreeSet<IpNet>,
+        pinned: &[mt_store::Hold],
+        paused: Option<&mt_store::Hold>,
+        judged_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        report: &mut CycleReport,
+    ) -> Result<(), CycleError> {
+        let window = span(self.config.autowithdraw.window);
+        for request in self.store.due_pending_withdrawals(now).await? {
+            let configured = request
+                .prefix
+                .as_deref()
+                .and_then(|c| c.trim().parse::<IpNet>().ok())
+                .and_then(|net| self.config.prefixes.iter().find(|p| p.cidr == net.trunc()));
+            let refusal = match configured {
+                None => Some("not a configured prefix".to_owned()),
+                Some(p) => match states.get(&p.cidr) {
+                    None => Some("not a configured prefix".to_owned()),
+                    Some((s, truth)) => {
+                        let under_attack = s.calm_since.is_none()
+                            && s.last_attack_end
+                                .is_some_and(|e| e + window >= judged_until);
+                        let cidr = p.cidr.to_string();
+                        if !truth {
+                            Some("advertisement state unknown (Cloudflare API error)".to_owned())
+                        } else if !s.advertised {
+                            Some("not advertised: nothing to withdraw".to_owned())
+                        } else if mismatched.contains(&p.cidr) {
+                            Some("config does not match the Cloudflare account".to_owned())
+                        } else if s.locked {
+                            Some("locked on Cloudflare".to_owned())
+                        } else if let Some(pin) = pinned.iter().find(|h| h.prefix == cidr) {
+                            Some(format!("pinned by {}: {}", pin.by, pin.reason))
+                        } else if let Some(pause) = paused {
+                            Some(format!("paused by {}: {}", pause.by, pause.reason))
+                        } else if under_attack {
+                            Some("under attack in the current judgement".to_owned())
+                        } else if s.unknown_since.is_some() {
+                            Some(
+                                "telemetry unknown: cannot tell whether it is under attack"
+                                    .to_owned(),
+                            )
+                        } else if s
+                            .advertised_modified_at
+                            .is_none_or(|m| now - m < span(self.config.autowithdraw.min_advertised))
+                        {
+                            Some("advertised for less than min_advertised".to_owned())
+                        } else if self.config.autowithdraw.dry_run {
+                            Some("dry run: would withdraw now".to_owned())
+                        } else {
+                            None
+                        }
+                    }
+                },
+            };
+            if let Some(reason) = refusal {
+                let mut tx = self.store.begin().await?;
+                tx.note_pending_withdrawal(request.id, &reason, None, false)
+                    .await?;
+                tx.commit().await?;
+                continue;
+            }
+            let Some(p) = configured else { continue };
+            let Some((s, _)) = states.get_mut(&p.cidr) else {
+                continue;
+            };
+            match self
+                .client
+                .set_advertised(&p.prefix_id, &p.bgp_prefix_id, false)
+                .await
+            {
+                Ok(bgp) => {
+                    self.record_withdrawn(p, s, &bgp, now, Some(request.id))
+                        .await?;
+                    report.withdrawn.push(p.cidr.to_string());
+                }
+                Err(e) => {
+                    let attempts = request.retry_count.unwrap_or(0) + 1;
+                    let i = usize::try_from(attempts - 1)
+                        .unwrap_or(0)
+                        .min(BACKOFF_SECS.len() - 1);
+                    let next = now + chrono::Duration::seconds(BACKOFF_SECS[i]);
+                    let mut tx = self.store.begin().await?;
+                    tx.note_pending_withdrawal(request.id, &e.to_string(), Some(next), true)
+                        .await?;
+                    tx.commit().await?;
+                    report.failed.push((p.cidr.to_string(), e.to_string()));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Compares the account's BGP prefixes with the config, at start and hourly: a configured
@@ -749,6 +859,19 @@ impl Engine {
         bgp: &BgpPrefix,
         now: DateTime<Utc>,
     ) -> Result<(), CycleError> {
+        self.record_withdrawn(p, s, bgp, now, None).await
+    }
+
+    /// Records a withdrawal that went through; `request` is the `pending_withdrawals` row it
+    /// performed, if any (moved to the history).
+    async fn record_withdrawn(
+        &self,
+        p: &PrefixConfig,
+        s: &mut PrefixState,
+        bgp: &BgpPrefix,
+        now: DateTime<Utc>,
+        request: Option<i64>,
+    ) -> Result<(), CycleError> {
         let notes = format!(
             "peak dropped {:.0} pps / {:.1} Mbit/s; mitigation: {}",
             s.peak_pps,
@@ -769,10 +892,21 @@ impl Engine {
             ..NewAttackEvent::new(EventType::Withdraw, ActionTaken::WithdrawnAuto, now)
         })
         .await?;
-        tx.insert_withdrawal(&row).await?;
+        match request {
+            Some(id) => {
+                tx.complete_pending_withdrawal(id, &row).await?;
+            }
+            None => {
+                tx.insert_withdrawal(&row).await?;
+            }
+        }
         let message = Message::WithdrawalSuccess(WithdrawalSuccess {
             prefix: p.cidr.to_string(),
-            kind: WithdrawKind::Automatic,
+            kind: if request.is_some() {
+                WithdrawKind::Scheduled
+            } else {
+                WithdrawKind::Automatic
+            },
             withdrawn_at: now,
             calm_for,
             advertised_for: row

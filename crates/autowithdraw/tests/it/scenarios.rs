@@ -577,3 +577,66 @@ async fn a_refused_token_is_alerted_once_and_nothing_is_done() {
         "{kinds:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_inserted_pending_withdrawal_is_performed_when_not_under_attack() {
+    // Auto-withdraw is off for this prefix: only the operator's request withdraws it.
+    let w = World::new(
+        vec![prefix("p24", "203.0.113.0/24", 1800)],
+        vec![attack("203.0.113.10", -1800, 600)],
+        "",
+    )
+    .await;
+    let mut config = (*w.engine.config).clone();
+    config.prefixes[0].auto_withdraw = false;
+    let engine = autowithdraw::cycle::Engine {
+        config: std::sync::Arc::new(config),
+        ..w.engine.clone()
+    };
+    // The seed's manual insert, due two minutes from now (the attack is still on).
+    let db = w.engine.config.database.path.clone();
+    let inserted = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg(format!(
+            "INSERT INTO pending_withdrawals (prefix, withdraw_after, status) VALUES ('203.0.113.0/24', '{}', 'pending')",
+            mt_common::timefmt::to_db(w.now() + chrono::Duration::minutes(2))
+        ))
+        .status()
+        .unwrap();
+    assert!(inserted.success());
+    let mut performed_at = None;
+    for _ in 0..30 {
+        let t = w.t();
+        let report = engine.cycle().await.unwrap();
+        w.clock.advance(chrono::Duration::seconds(60));
+        if !report.withdrawn.is_empty() {
+            performed_at = Some(t);
+            break;
+        }
+        if t == 300 {
+            let pending = w.store.all_pending_withdrawals().await.unwrap();
+            assert_eq!(
+                pending[0].last_error.as_deref(),
+                Some("under attack in the current judgement"),
+                "refused, and says why"
+            );
+        }
+    }
+    // The attack ends at 600 s; its last window is judged at 600 + 180 + 60: then, no calm
+    // period needed, the request is performed.
+    let at = performed_at.expect("performed");
+    assert!((600 + 180..=600 + 180 + 300).contains(&at), "{at}");
+    assert!(
+        w.store.all_pending_withdrawals().await.unwrap().is_empty(),
+        "moved to the history"
+    );
+    let history = w.store.withdrawal_history(10).await.unwrap();
+    assert_eq!(
+        (
+            history[0].withdraw_method.as_deref(),
+            history[0].status.as_deref()
+        ),
+        (Some("auto_scheduled"), Some("success"))
+    );
+    assert_eq!(w.sim.sim.patches().len(), 1);
+}
