@@ -1,8 +1,14 @@
-//! `mt-autowithdraw` (SPEC §7). Not complete yet: this crate holds the judgement of analytics
-//! windows ([`judge`]) and the cycle ([`cycle`]: advertisement truth, catch-up judgement, calm
-//! clock, gates, withdraw path with a recorded intent). Config-vs-account validation, reminders,
-//! post-withdraw verification, `pending_withdrawals` requests, the lease and the daemon arrive
-//! with the rest of the autowithdraw issue; no binary ships until then.
+//! `mt-autowithdraw` (SPEC §7): withdraws a prefix once its dropped traffic has been judged
+//! calm long enough, and never during an attack. When in doubt it does not withdraw, and says so.
+//!
+//! - [`judge`]: one analytics window → attack, calm or unknown per prefix.
+//! - [`cycle`]: advertisement truth, catch-up judgement, calm clock, gates, the withdraw path
+//!   with a recorded intent, scheduled requests, the config-vs-account check, blind alerts.
+//! - [`daemon`]: the loop, `/metrics`, `/healthz`, sd_notify and the Telegram sender.
+//!
+//! Not yet: the reminder for prefixes advertised longer than `advertised_reminder`, and the
+//! alert when Cloudflare still advertises a prefix `withdraw_verify_after` after our PATCH.
 
 pub mod cycle;
+pub mod daemon;
 pub mod judge;

@@ -155,6 +155,25 @@ impl Exposition {
         self
     }
 
+    /// A labelled gauge family.
+    pub fn gauge_vec(
+        &mut self,
+        name: &str,
+        help: &str,
+        label: &str,
+        values: &[(String, f64)],
+    ) -> &mut Self {
+        self.header(name, help, "gauge");
+        for (value, v) in values {
+            let _ = writeln!(
+                self.out,
+                "{name}{{{label}=\"{}\"}} {v}",
+                escape_label(value)
+            );
+        }
+        self
+    }
+
     /// A histogram.
     pub fn histogram(&mut self, name: &str, help: &str, h: &Histogram) -> &mut Self {
         self.header(name, help, "histogram");

@@ -56,11 +56,12 @@ impl World {
         clock.set(sim.sim.start());
         let dir = tempfile::tempdir().unwrap();
         let mut text = format!(
-            "[database]\npath = \"{}\"\n[cloudflare]\naccount_id = \"{}\"\napi_base_url = \"{}\"\ngraphql_url = \"{}\"\n[telegram]\nchat_id = \"-100\"\n",
+            "[database]\npath = \"{}\"\n[cloudflare]\naccount_id = \"{}\"\napi_base_url = \"{}\"\ngraphql_url = \"{}\"\n[telegram]\nchat_id = \"-100\"\napi_url = \"{}\"\n",
             dir.path().join("mt.db").display(),
             Scenario::default().account_id,
             sim.api_base_url(),
             sim.graphql_url(),
+            sim.url(),
         );
         for p in &prefixes {
             text.push_str(&format!(
@@ -69,7 +70,12 @@ impl World {
             ));
         }
         text.push_str(extra);
-        let config = Config::from_toml_str(&text, Path::new("t.toml"), Vec::new()).unwrap();
+        let config = Config::from_toml_str(
+            &text,
+            Path::new("t.toml"),
+            vec![("MT_TELEGRAM_BOT_TOKEN".into(), "123456:cf-sim".into())],
+        )
+        .unwrap();
         let store = Store::open(&OpenOptions::from_config(&config.database))
             .await
             .unwrap();

@@ -3,4 +3,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure must panic
 
 mod common;
+mod daemon;
 mod scenarios;

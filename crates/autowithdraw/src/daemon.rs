@@ -1,0 +1,286 @@
+//! The daemon around the cycle: one cycle every `interval` (only the lease holder acts),
+//! `/metrics` and `/healthz` on `metrics_listen`, sd_notify, and the Telegram sender.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use mt_common::metrics::{Counter, Exposition};
+use mt_notify::{Sender, SenderOptions};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::cycle::Engine;
+
+/// Longest a cycle may take (judging up to 12 windows, one PATCH); a slower one is abandoned
+/// and counts as failed. Abandoning is safe: the withdrawal intent is committed before the
+/// PATCH and reconciled with Cloudflare's state by the next cycle. Shorter than the unit's
+/// 10-minute `WatchdogSec`.
+const CYCLE_DEADLINE: Duration = Duration::from_secs(240);
+
+/// The daemon's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Cycles run.
+    pub cycles: Counter,
+    /// Cycles that failed or timed out.
+    pub failures: Counter,
+    /// Cycles that stopped judging early (telemetry unknown).
+    pub unknown: Counter,
+    /// Prefixes withdrawn.
+    pub withdrawals: Counter,
+    /// Withdrawal attempts that failed.
+    pub withdraw_failures: Counter,
+    last_success: Mutex<Option<DateTime<Utc>>>,
+    passive: Mutex<bool>,
+}
+
+/// Everything `run` needs besides the metrics listener.
+#[derive(Debug)]
+pub struct Daemon {
+    /// The cycle.
+    pub engine: Engine,
+    /// Telegram sender timing.
+    pub sender: SenderOptions,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+#[derive(Clone)]
+struct Http {
+    engine: Engine,
+    metrics: Arc<Metrics>,
+    started: DateTime<Utc>,
+}
+
+/// Runs cycles until `shutdown`.
+pub async fn run(
+    daemon: Daemon,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+
+    let Daemon {
+        engine,
+        sender,
+        metrics,
+    } = daemon;
+    let interval = engine.config.autowithdraw.interval;
+    let sender = Sender::new(
+        &engine.config,
+        engine.store.clone(),
+        engine.clock.clone(),
+        sender,
+    )
+    .context("cannot start the Telegram sender")?;
+    let sender_stop = CancellationToken::new();
+    let mut sender_task = tokio::spawn(sender.run(sender_stop.clone()));
+    let addr = listener.local_addr()?;
+    let http = Http {
+        engine: engine.clone(),
+        metrics: metrics.clone(),
+        started: engine.clock.now(),
+    };
+    let app = Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/healthz", get(healthz))
+        .with_state(http);
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
+    );
+    mt_common::systemd::ready(&format!(
+        "judging every {}s{}; metrics on {addr}",
+        interval.as_secs(),
+        if engine.config.autowithdraw.dry_run {
+            " (DRY RUN)"
+        } else {
+            ""
+        }
+    ));
+    tracing::info!(%addr, dry_run = engine.config.autowithdraw.dry_run, "autowithdraw started");
+    let ping_every = mt_common::systemd::watchdog_interval().unwrap_or(Duration::from_secs(3600));
+    let mut next_cycle = Instant::now();
+    let result = loop {
+        let wake = next_cycle.min(Instant::now() + ping_every);
+        tokio::select! {
+            () = shutdown.cancelled() => break Ok(()),
+            joined = &mut sender_task => break Err(anyhow::anyhow!("the Telegram sender stopped unexpectedly: {joined:?}")),
+            () = tokio::time::sleep_until(wake) => {}
+        }
+        mt_common::systemd::watchdog();
+        if Instant::now() < next_cycle {
+            continue;
+        }
+        next_cycle = Instant::now() + interval;
+        metrics.cycles.inc();
+        match tokio::time::timeout(CYCLE_DEADLINE, engine.cycle()).await {
+            Ok(Ok(report)) => {
+                *metrics
+                    .last_success
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(engine.clock.now());
+                *metrics
+                    .passive
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = report.passive;
+                metrics.withdrawals.add(report.withdrawn.len() as u64);
+                metrics.withdraw_failures.add(report.failed.len() as u64);
+                if let Some(reason) = &report.unknown {
+                    metrics.unknown.inc();
+                    tracing::warn!(%reason, "telemetry not judged this cycle");
+                }
+                for (prefix, why) in &report.held {
+                    tracing::debug!(%prefix, %why, "held");
+                }
+            }
+            Ok(Err(e)) => {
+                metrics.failures.inc();
+                tracing::error!(error = %e, "cycle failed; nothing withdrawn");
+            }
+            Err(_) => {
+                metrics.failures.inc();
+                tracing::error!(
+                    deadline_secs = CYCLE_DEADLINE.as_secs(),
+                    "cycle abandoned after its deadline"
+                );
+            }
+        }
+    };
+    mt_common::systemd::stopping();
+    sender_stop.cancel();
+    let _ = server.await;
+    if !sender_task.is_finished() {
+        let _ = sender_task.await;
+    }
+    if let Err(e) = engine
+        .store
+        .release_lease(crate::cycle::LEASE_NAME, &engine.holder)
+        .await
+    {
+        tracing::warn!(error = %e, "cannot release the lease; it expires by itself");
+    }
+    engine.store.close().await;
+    result
+}
+
+async fn metrics_page(State(http): State<Http>) -> Response {
+    let m = &http.metrics;
+    let now = http.engine.clock.now();
+    let age = m
+        .last_success
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .map(|t| (now - t).num_seconds() as f64)
+        .unwrap_or(-1.0);
+    let passive = *m.passive.lock().unwrap_or_else(PoisonError::into_inner);
+    let (mut advertised, mut calm) = (Vec::new(), Vec::new());
+    for p in &http.engine.config.prefixes {
+        let cidr = p.cidr.to_string();
+        if let Ok(Some(s)) = http.engine.store.prefix_state(&cidr).await {
+            advertised.push((cidr.clone(), if s.advertised { 1.0 } else { 0.0 }));
+            calm.push((
+                cidr,
+                s.calm_since
+                    .map(|c| (now - c).num_seconds().max(0) as f64)
+                    .unwrap_or(0.0),
+            ));
+        }
+    }
+    let mut page = Exposition::new();
+    page.counter(
+        "mt_autowithdraw_cycles_total",
+        "Cycles run.",
+        m.cycles.get(),
+    )
+    .counter(
+        "mt_autowithdraw_cycle_failures_total",
+        "Cycles that failed or timed out.",
+        m.failures.get(),
+    )
+    .counter(
+        "mt_autowithdraw_unknown_total",
+        "Cycles whose telemetry could not be judged (API errors, rate limits, lag).",
+        m.unknown.get(),
+    )
+    .counter(
+        "mt_autowithdraw_withdrawals_total",
+        "Prefixes withdrawn.",
+        m.withdrawals.get(),
+    )
+    .counter(
+        "mt_autowithdraw_withdraw_failures_total",
+        "Withdrawal attempts that failed.",
+        m.withdraw_failures.get(),
+    )
+    .gauge(
+        "mt_autowithdraw_last_success_age_seconds",
+        "Seconds since the last successful cycle (-1: none yet).",
+        age,
+    )
+    .gauge(
+        "mt_autowithdraw_passive",
+        "1 while another instance holds the lease.",
+        if passive { 1.0 } else { 0.0 },
+    )
+    .gauge_vec(
+        "mt_autowithdraw_prefix_advertised",
+        "1 when Cloudflare advertises the prefix.",
+        "prefix",
+        &advertised,
+    )
+    .gauge_vec(
+        "mt_autowithdraw_prefix_calm_seconds",
+        "Seconds of judged calm in the current stretch.",
+        "prefix",
+        &calm,
+    );
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        page.finish(),
+    )
+        .into_response()
+}
+
+async fn healthz(State(http): State<Http>) -> Response {
+    let now = http.engine.clock.now();
+    let limit =
+        chrono::Duration::from_std(http.engine.config.autowithdraw.interval.saturating_mul(3))
+            .unwrap_or(chrono::Duration::MAX);
+    let last = *http
+        .metrics
+        .last_success
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let cycling = match last {
+        Some(t) => now - t <= limit,
+        None => now - http.started <= limit,
+    };
+    let database = http.engine.store.ping().await;
+    let ok = cycling && database.is_ok();
+    let body = json!({
+        "status": if ok { "ok" } else { "error" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "database": database.map(|()| "ok".to_owned()).unwrap_or_else(|e| e.to_string()),
+        "last_successful_cycle": last.map(mt_common::timefmt::to_db),
+        "dry_run": http.engine.config.autowithdraw.dry_run,
+    });
+    (
+        if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        axum::Json(body),
+    )
+        .into_response()
+}

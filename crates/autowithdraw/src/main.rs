@@ -1,0 +1,98 @@
+//! `mt-autowithdraw`: parse CLI → tracing → config → token → database → bind → cycle.
+//!
+//! Exit codes: 0 after a clean shutdown, 1 on a runtime failure, 2 on a configuration error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use autowithdraw::cycle::Engine;
+use autowithdraw::daemon::{Daemon, Metrics, run};
+use clap::Parser;
+use mt_cloudflare::{Client, ClientOptions};
+use mt_common::SystemClock;
+use mt_common::config::Config;
+use mt_notify::{Notifier, SenderOptions};
+use mt_store::{OpenOptions, Store};
+
+/// Withdraws prefixes once calm long enough, never during an attack (SPEC §7).
+#[derive(Debug, Parser)]
+#[command(name = "mt-autowithdraw", version, about)]
+struct Cli {
+    /// Config file (default: $MT_CONFIG, else /etc/magic-transit/config.toml).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    mt_common::telemetry::init();
+    let config = Config::load_or_exit(cli.config.as_deref());
+    let client = match config
+        .cloudflare_api_token()
+        .map_err(|e| e.to_string())
+        .and_then(|(token, _)| {
+            Client::new(
+                &config.cloudflare,
+                &token,
+                ClientOptions {
+                    request_timeout: config.cloudflare.request_timeout,
+                    ..ClientOptions::default()
+                },
+            )
+            .map_err(|e| e.to_string())
+        }) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(serve(config, client)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(config: Config, client: Client) -> anyhow::Result<()> {
+    let shutdown = mt_common::shutdown::install().context("cannot install signal handlers")?;
+    let store = Store::open(&OpenOptions::from_config(&config.database))
+        .await
+        .context("cannot open the database")?;
+    let listen = config.autowithdraw.metrics_listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on autowithdraw.metrics_listen {listen}"))?;
+    let engine = Engine {
+        notifier: Notifier::new(&config.telegram),
+        config: Arc::new(config),
+        store,
+        client,
+        clock: SystemClock::shared(),
+        holder: Engine::new_holder(),
+    };
+    run(
+        Daemon {
+            engine,
+            sender: SenderOptions::default(),
+            metrics: Arc::new(Metrics::default()),
+        },
+        listener,
+        shutdown,
+    )
+    .await
+}

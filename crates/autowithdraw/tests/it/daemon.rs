@@ -1,0 +1,125 @@
+//! The daemon: its loop, /metrics and /healthz, the binary's exit codes and sd_notify.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use autowithdraw::daemon::{Daemon, Metrics, run};
+use mt_notify::SenderOptions;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_cycles_and_reports() {
+    let w = World::new(
+        vec![prefix("p24", "203.0.113.0/24", 1800)],
+        vec![attack("203.0.113.10", -1800, 3600)],
+        "[autowithdraw]\ninterval = \"1s\"\n",
+    )
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let daemon = Daemon {
+        engine: w.engine.clone(),
+        sender: SenderOptions::default(),
+        metrics: Arc::new(Metrics::default()),
+    };
+    let task = tokio::spawn(run(daemon, listener, shutdown.clone()));
+    let http = reqwest::Client::new();
+    let mut page = String::new();
+    for _ in 0..300 {
+        page = http
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if page.contains("mt_autowithdraw_prefix_advertised{prefix=\"203.0.113.0/24\"} 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        page.contains("mt_autowithdraw_prefix_advertised{prefix=\"203.0.113.0/24\"} 1"),
+        "{page}"
+    );
+    assert!(page.contains("mt_autowithdraw_passive 0"), "{page}");
+    let health: serde_json::Value = http
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    // run() closed its pool; look with a fresh one.
+    let store = w.second_instance().await.store;
+    assert!(
+        store
+            .lease_holder(autowithdraw::cycle::LEASE_NAME)
+            .await
+            .unwrap()
+            .is_none(),
+        "lease released on shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_needs_a_token_and_speaks_sd_notify() {
+    use std::os::unix::net::UnixDatagram;
+    use std::process::{Command, Stdio};
+
+    let w = World::new(vec![prefix("p24", "203.0.113.0/24", 1800)], vec![], "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let text = format!(
+        "[database]\npath = \"{}\"\n[cloudflare]\naccount_id = \"{}\"\napi_base_url = \"{}\"\ngraphql_url = \"{}\"\n[[prefixes]]\ncidr = \"203.0.113.0/24\"\nprefix_id = \"p24\"\nbgp_prefix_id = \"b-p24\"\n[telegram]\nenabled = false\n[autowithdraw]\nmetrics_listen = \"127.0.0.1:0\"\n",
+        dir.path().join("mt.db").display(),
+        cf_sim::Scenario::default().account_id,
+        w.sim.api_base_url(),
+        w.sim.graphql_url(),
+    );
+    std::fs::write(&config, text).unwrap();
+    let binary = env!("CARGO_BIN_EXE_mt-autowithdraw");
+    let out = Command::new(binary)
+        .arg("--config")
+        .arg(&config)
+        .env_remove("MT_CLOUDFLARE_API_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MT_CLOUDFLARE_API_TOKEN"));
+
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut child = Command::new(binary)
+        .arg("--config")
+        .arg(&config)
+        .env("MT_CLOUDFLARE_API_TOKEN", "cf-sim-token")
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let mut next = || {
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    while !next().contains("READY=1") {}
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    while !next().contains("STOPPING=1") {}
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
