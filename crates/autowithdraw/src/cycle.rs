@@ -122,6 +122,7 @@ fn new_incident(s: &mut PrefixState) {
     s.last_error = None;
     s.failure_history_id = None;
     s.dry_run_notified = false;
+    s.reminded_at = None;
 }
 
 impl Engine {
@@ -329,6 +330,7 @@ impl Engine {
                 None => self.pre_withdraw(p).await.err(),
             };
             if let Some(why) = hold {
+                self.remind(p, s, &why, now).await?;
                 report.held.push((p.cidr.to_string(), why));
                 continue;
             }
@@ -376,6 +378,40 @@ impl Engine {
         }
         tx.commit().await?;
         Ok(report)
+    }
+
+    /// While a prefix stays advertised longer than `advertised_reminder`, says why it is not
+    /// withdrawn, every `advertised_reminder`.
+    async fn remind(
+        &self,
+        p: &PrefixConfig,
+        s: &mut PrefixState,
+        why: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), CycleError> {
+        let every = span(self.config.autowithdraw.advertised_reminder);
+        let Some(since) = s.advertised_modified_at else {
+            return Ok(());
+        };
+        if now - since < every || s.reminded_at.is_some_and(|r| now - r < every) {
+            return Ok(());
+        }
+        let mut tx = self.store.begin().await?;
+        let message = Message::OperatorAlert(OperatorAlert {
+            title: "Prefix still advertised".into(),
+            prefix: Some(p.cidr.to_string()),
+            details: format!(
+                "advertised for {} h {} min and not withdrawn: {why}",
+                (now - since).num_hours(),
+                (now - since).num_minutes() % 60
+            ),
+            consequence: "traffic keeps going through Cloudflare until this clears".into(),
+            at: now,
+        });
+        self.notifier.queue(&mut tx, &message, now).await?;
+        tx.commit().await?;
+        s.reminded_at = Some(now);
+        Ok(())
     }
 
     /// Scheduled withdrawal requests (`pending_withdrawals`, SPEC §5): from `withdraw_after` on,
@@ -627,6 +663,35 @@ impl Engine {
                 return Ok(());
             }
             s.intent_at = None;
+        }
+        if let Some(withdrawn) = s.withdrawn_at
+            && advertised
+            && modified.is_none_or(|m| m <= withdrawn)
+        {
+            // Still advertised, with no change newer than our withdrawal: Cloudflare has not
+            // carried it out (yet). Not a new incident.
+            let verify_after = span(self.config.autowithdraw.withdraw_verify_after);
+            if !s.verify_alerted && now - withdrawn >= verify_after {
+                let mut tx = self.store.begin().await?;
+                let message = Message::OperatorAlert(OperatorAlert {
+                    title: "Withdrawal not carried out".into(),
+                    prefix: Some(p.cidr.to_string()),
+                    details: format!(
+                        "Cloudflare still reports it advertised {} min after the withdrawal at {} UTC",
+                        (now - withdrawn).num_minutes(),
+                        to_db(withdrawn)
+                    ),
+                    consequence: "traffic still goes through Cloudflare; check the prefix on the dashboard and withdraw it by hand if needed".into(),
+                    at: now,
+                });
+                self.notifier.queue(&mut tx, &message, now).await?;
+                tx.commit().await?;
+                s.verify_alerted = true;
+                tracing::error!(prefix = %p.cidr, "Cloudflare still advertises a prefix withdrawn {} min ago", (now - withdrawn).num_minutes());
+            }
+            s.advertised = true;
+            s.locked = bgp.locked();
+            return Ok(());
         }
         if !first_sight && modified != s.advertised_modified_at {
             // A change we did not make (auto-advertisement, dashboard, another tool).
@@ -922,6 +987,8 @@ impl Engine {
         new_incident(s);
         s.advertised = false;
         s.advertised_modified_at = bgp.advertised_modified_at().or(Some(now));
+        s.withdrawn_at = Some(now);
+        s.verify_alerted = false;
         tx.save_prefix_state(s, now).await?;
         tx.commit().await?;
         tracing::info!(prefix = %p.cidr, "prefix withdrawn");

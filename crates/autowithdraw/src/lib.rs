@@ -6,8 +6,9 @@
 //!   with a recorded intent, scheduled requests, the config-vs-account check, blind alerts.
 //! - [`daemon`]: the loop, `/metrics`, `/healthz`, sd_notify and the Telegram sender.
 //!
-//! Not yet: the reminder for prefixes advertised longer than `advertised_reminder`, and the
-//! alert when Cloudflare still advertises a prefix `withdraw_verify_after` after our PATCH.
+//! Also: a reminder while a prefix stays advertised longer than `advertised_reminder` (saying
+//! why it is not withdrawn), and an alert when Cloudflare still advertises a prefix
+//! `withdraw_verify_after` after our withdrawal.
 
 pub mod cycle;
 pub mod daemon;

@@ -124,6 +124,7 @@ pub struct State {
     patches: Vec<PatchCall>,
     telegram: Vec<SentMessage>,
     graphql_queries: usize,
+    ignore_patches: bool,
 }
 
 /// Handle to a simulator (cheap to clone; every clone sees the same state).
@@ -213,6 +214,7 @@ impl Sim {
                 patches: Vec::new(),
                 telegram: Vec::new(),
                 graphql_queries: 0,
+                ignore_patches: false,
             })),
         }
     }
@@ -276,6 +278,12 @@ impl Sim {
             }
             None => false,
         }
+    }
+
+    /// Accept PATCHes without carrying them out (the answer shows the requested state, the
+    /// prefix keeps its old one): a withdrawal Cloudflare "registered" but never performed.
+    pub fn ignore_patches(&self, ignore: bool) {
+        self.lock().ignore_patches = ignore;
     }
 
     /// Locks or unlocks a prefix's advertisement.
@@ -518,6 +526,7 @@ async fn patch_bgp(
     let mut state = sim.lock();
     let now = state.clock.now();
     let hold = chrono::Duration::from_std(state.scenario.hold).unwrap_or_default();
+    let ignore_patches = state.ignore_patches;
     let Some(p) = state
         .prefixes
         .iter_mut()
@@ -536,6 +545,11 @@ async fn patch_bgp(
             "Prefix was advertised less than 15 minutes ago"
         };
         envelope_error(429, 1002, message)
+    } else if ignore_patches {
+        let mut answered = p.clone();
+        answered.bgp.advertised = wanted;
+        answered.bgp.modified_at = now;
+        ok(bgp_json(&answered))
     } else {
         p.bgp.advertised = wanted;
         p.bgp.modified_at = now;

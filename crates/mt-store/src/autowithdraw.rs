@@ -42,6 +42,12 @@ pub struct PrefixState {
     pub failure_history_id: Option<i64>,
     /// The dry-run message of this incident was sent.
     pub dry_run_notified: bool,
+    /// When we last withdrew it (to verify Cloudflare carried it out).
+    pub withdrawn_at: Option<DateTime<Utc>>,
+    /// The "withdrawal not carried out" alert was sent.
+    pub verify_alerted: bool,
+    /// When the last "still advertised" reminder was sent.
+    pub reminded_at: Option<DateTime<Utc>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -63,6 +69,9 @@ struct Row {
     last_error: Option<String>,
     failure_history_id: Option<i64>,
     dry_run_notified: bool,
+    withdrawn_at: Option<String>,
+    verify_alerted: bool,
+    reminded_at: Option<String>,
 }
 
 fn time(s: Option<String>) -> Option<DateTime<Utc>> {
@@ -89,6 +98,9 @@ impl From<Row> for PrefixState {
             last_error: r.last_error,
             failure_history_id: r.failure_history_id,
             dry_run_notified: r.dry_run_notified,
+            withdrawn_at: time(r.withdrawn_at),
+            verify_alerted: r.verify_alerted,
+            reminded_at: time(r.reminded_at),
         }
     }
 }
@@ -99,8 +111,9 @@ impl WriteTx {
         sqlx::query(
             "INSERT INTO autowithdraw_prefixes (prefix, advertised, advertised_modified_at, locked, \
              calm_since, last_attack_end, peak_pps, peak_mbps, systems, unknown_since, blind_alerted, \
-             intent_at, attempts, next_attempt_at, last_error, failure_history_id, dry_run_notified, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) \
+             intent_at, attempts, next_attempt_at, last_error, failure_history_id, dry_run_notified, updated_at, \
+             withdrawn_at, verify_alerted, reminded_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21) \
              ON CONFLICT(prefix) DO UPDATE SET advertised = excluded.advertised, \
              advertised_modified_at = excluded.advertised_modified_at, locked = excluded.locked, \
              calm_since = excluded.calm_since, last_attack_end = excluded.last_attack_end, \
@@ -109,7 +122,9 @@ impl WriteTx {
              intent_at = excluded.intent_at, attempts = excluded.attempts, \
              next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error, \
              failure_history_id = excluded.failure_history_id, \
-             dry_run_notified = excluded.dry_run_notified, updated_at = excluded.updated_at",
+             dry_run_notified = excluded.dry_run_notified, updated_at = excluded.updated_at, \
+             withdrawn_at = excluded.withdrawn_at, verify_alerted = excluded.verify_alerted, \
+             reminded_at = excluded.reminded_at",
         )
         .bind(&s.prefix)
         .bind(s.advertised)
@@ -129,6 +144,9 @@ impl WriteTx {
         .bind(s.failure_history_id)
         .bind(s.dry_run_notified)
         .bind(to_db(now))
+        .bind(s.withdrawn_at.map(to_db))
+        .bind(s.verify_alerted)
+        .bind(s.reminded_at.map(to_db))
         .execute(self.conn())
         .await?;
         Ok(())
@@ -143,7 +161,8 @@ impl Store {
              locked, CAST(calm_since AS TEXT) AS calm_since, CAST(last_attack_end AS TEXT) AS last_attack_end, \
              peak_pps, peak_mbps, systems, CAST(unknown_since AS TEXT) AS unknown_since, blind_alerted, \
              CAST(intent_at AS TEXT) AS intent_at, attempts, CAST(next_attempt_at AS TEXT) AS next_attempt_at, \
-             last_error, failure_history_id, dry_run_notified FROM autowithdraw_prefixes WHERE prefix = ?1",
+             last_error, failure_history_id, dry_run_notified, CAST(withdrawn_at AS TEXT) AS withdrawn_at, \
+             verify_alerted, CAST(reminded_at AS TEXT) AS reminded_at FROM autowithdraw_prefixes WHERE prefix = ?1",
         )
         .bind(prefix)
         .fetch_optional(self.pool())

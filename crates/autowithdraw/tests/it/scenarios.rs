@@ -640,3 +640,229 @@ async fn a_hand_inserted_pending_withdrawal_is_performed_when_not_under_attack()
     );
     assert_eq!(w.sim.sim.patches().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_advertisement_is_reminded_with_the_reason() {
+    let w = World::new(
+        vec![prefix("p24", "203.0.113.0/24", 1800)],
+        vec![],
+        "[autowithdraw]\nadvertised_reminder = \"40m\"\n",
+    )
+    .await;
+    let mut tx = w.store.begin().await.unwrap();
+    tx.pin_prefix(
+        "203.0.113.0/24",
+        "alice",
+        "customer maintenance",
+        w.now(),
+        None,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    while w.t() < 3600 {
+        w.step().await;
+    }
+    let reminders: Vec<String> = w
+        .store
+        .notifications(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.kind == "operator_alert")
+        .map(|n| n.text)
+        .collect();
+    // Advertised since -30 min: reminders at +10 min and +50 min.
+    assert_eq!(reminders.len(), 2, "{reminders:#?}");
+    assert!(
+        reminders[0].contains("PREFIX STILL ADVERTISED")
+            && reminders[0].contains("pinned by alice"),
+        "{}",
+        reminders[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_cloudflare_does_not_carry_out_is_alerted_once() {
+    let w = World::new(
+        vec![prefix("p24", "203.0.113.0/24", 1800)],
+        vec![attack("203.0.113.10", -1800, 600)],
+        "",
+    )
+    .await;
+    w.sim.sim.ignore_patches(true);
+    while w.t() <= 600 + CALM_AND_DELAY {
+        w.step().await;
+    }
+    assert_eq!(
+        w.store.withdrawal_history(10).await.unwrap().len(),
+        1,
+        "the PATCH was answered 200"
+    );
+    assert!(
+        w.sim.sim.bgp("b-p24").unwrap().advertised,
+        "but not carried out"
+    );
+    for _ in 0..25 {
+        w.step().await;
+    }
+    let alerts: Vec<String> = w
+        .store
+        .notifications(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.kind == "operator_alert")
+        .map(|n| n.text)
+        .collect();
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert!(alerts[0].contains("WITHDRAWAL NOT CARRIED OUT"));
+    assert!(
+        w.store
+            .attack_events(10, Some("ADVERTISE"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "not mistaken for a new advertisement"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_interrupted_by_a_crash_is_reconciled_not_replayed() {
+    let w = World::new(
+        vec![prefix("p24", "203.0.113.0/24", 1800)],
+        vec![attack("203.0.113.10", -1800, 600)],
+        "",
+    )
+    .await;
+    for _ in 0..5 {
+        w.step().await;
+    }
+    // The process recorded its intent and the PATCH went through, then it died before recording.
+    let mut state = w
+        .store
+        .prefix_state("203.0.113.0/24")
+        .await
+        .unwrap()
+        .unwrap();
+    state.intent_at = Some(w.now());
+    let mut tx = w.store.begin().await.unwrap();
+    tx.save_prefix_state(&state, w.now()).await.unwrap();
+    tx.commit().await.unwrap();
+    w.engine
+        .client
+        .set_advertised("p24", "b-p24", false)
+        .await
+        .unwrap();
+    let restarted = w.second_instance().await;
+    w.clock.advance(chrono::Duration::minutes(4));
+    restarted.cycle().await.unwrap();
+    assert_eq!(w.sim.sim.patches().len(), 1, "not replayed");
+    let history = w.store.withdrawal_history(10).await.unwrap();
+    assert_eq!(
+        history.len(),
+        1,
+        "the withdrawal that went through is recorded"
+    );
+    assert_eq!(
+        w.store
+            .attack_events(10, Some("WITHDRAW"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // An intent whose PATCH never happened is dropped; the gates decide again (not calm yet).
+    let w = World::new(
+        vec![prefix("p24", "203.0.113.0/24", 1800)],
+        vec![attack("203.0.113.10", -1800, 600)],
+        "",
+    )
+    .await;
+    w.step().await;
+    let mut state = w
+        .store
+        .prefix_state("203.0.113.0/24")
+        .await
+        .unwrap()
+        .unwrap();
+    state.intent_at = Some(w.now() - chrono::Duration::hours(2));
+    let mut tx = w.store.begin().await.unwrap();
+    tx.save_prefix_state(&state, w.now()).await.unwrap();
+    tx.commit().await.unwrap();
+    w.step().await;
+    assert!(
+        w.sim.sim.patches().is_empty(),
+        "an intent is never replayed"
+    );
+    assert!(
+        w.store
+            .prefix_state("203.0.113.0/24")
+            .await
+            .unwrap()
+            .unwrap()
+            .intent_at
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_patch_waits_for_retry_after() {
+    let w = World::new(
+        vec![prefix("p24", "203.0.113.0/24", 1800)],
+        vec![attack("203.0.113.10", -1800, 600)],
+        "",
+    )
+    .await;
+    while w.t() < 600 + CALM_AND_DELAY {
+        w.step().await;
+    }
+    // GET answers; the PATCH gets 429 with Retry-After: 600 (longer than the client waits).
+    w.sim
+        .sim
+        .inject(Endpoint::Rest, Fault::Slow(std::time::Duration::ZERO), 1);
+    w.sim
+        .sim
+        .inject(Endpoint::Rest, Fault::RateLimited(Some(600)), 1);
+    let report = w.step().await;
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    let at = w
+        .run_until_withdrawn("b-p24", 600 + CALM_AND_DELAY + 1200)
+        .await
+        .expect("withdrawn later");
+    assert!(
+        at >= 600 + CALM_AND_DELAY + 600,
+        "not before Retry-After: {at}"
+    );
+    let kinds = w.kinds().await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "withdrawal_failure").count(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_skew_over_30_seconds_is_unknown_not_calm() {
+    let w = World::new(vec![prefix("p24", "203.0.113.0/24", 1800)], vec![], "").await;
+    // This host's clock runs a minute ahead of Cloudflare's.
+    let skewed = mt_common::ManualClock::new(w.now() + chrono::Duration::seconds(60));
+    let engine = autowithdraw::cycle::Engine {
+        clock: skewed.shared(),
+        ..w.engine.clone()
+    };
+    for _ in 0..40 {
+        let report = engine.cycle().await.unwrap();
+        assert!(report.withdrawn.is_empty());
+        assert!(
+            report
+                .unknown
+                .as_deref()
+                .is_some_and(|u| u.contains("clock skew")),
+            "{report:?}"
+        );
+        w.clock.advance(chrono::Duration::seconds(60));
+        skewed.advance(chrono::Duration::seconds(60));
+    }
+    assert!(w.sim.sim.patches().is_empty());
+}
