@@ -364,10 +364,17 @@ impl Engine {
             let recent_attack = s.calm_since.is_none()
                 && s.last_attack_end
                     .is_some_and(|e| e + window >= judged_until);
+            // A START webhook of this incident without an END since.
+            let open_start = match self.store.last_start_for(&cidr).await? {
+                Some(t) if s.advertised_modified_at.is_none_or(|m| t >= m) => {
+                    self.store.last_end_since(&cidr, t).await?.is_none()
+                }
+                _ => false,
+            };
             tx.upsert_prefix_calm_status(&CalmUpdate {
                 prefix: &cidr,
                 advertised: s.advertised,
-                under_attack: recent_attack,
+                under_attack: recent_attack || open_start,
                 calm_since: s.calm_since,
                 last_attack_packets: s.peak_pps.round() as i64,
                 last_attack_mbps: s.peak_mbps,
@@ -828,7 +835,16 @@ impl Engine {
                 report.withdrawn.push(p.cidr.to_string());
             }
             Err(e) => {
-                s.intent_at = None;
+                // A timeout (or a broken connection) leaves the outcome unknown: Cloudflare may
+                // have applied it. The intent stays, so the next cycle reconciles it with
+                // Cloudflare's state (recording our withdrawal) instead of mistaking it for a
+                // change someone else made. A definite refusal clears it.
+                if !matches!(
+                    e,
+                    mt_cloudflare::Error::Timeout | mt_cloudflare::Error::Transport(_)
+                ) {
+                    s.intent_at = None;
+                }
                 s.attempts += 1;
                 let next = if e.is_prefix_hold() {
                     s.advertised_modified_at

@@ -196,8 +196,24 @@ async fn metrics_page(State(http): State<Http>) -> Response {
             ));
         }
     }
+    let judged_age = match http
+        .engine
+        .store
+        .state(crate::cycle::JUDGED_UNTIL_KEY)
+        .await
+    {
+        Ok(Some(t)) => mt_common::timefmt::from_db(&t)
+            .map(|t| (now - t).num_seconds() as f64)
+            .unwrap_or(-1.0),
+        _ => -1.0,
+    };
     let mut page = Exposition::new();
-    page.counter(
+    page.gauge(
+        "mt_autowithdraw_judged_until_age_seconds",
+        "Seconds between now and the end of the analytics judged so far (includes analytics_delay; -1: none yet).",
+        judged_age,
+    )
+    .counter(
         "mt_autowithdraw_cycles_total",
         "Cycles run.",
         m.cycles.get(),

@@ -47,6 +47,10 @@ async fn the_daemon_cycles_and_reports() {
         "{page}"
     );
     assert!(page.contains("mt_autowithdraw_passive 0"), "{page}");
+    assert!(
+        page.contains("mt_autowithdraw_judged_until_age_seconds 180"),
+        "judged up to now - analytics_delay: {page}"
+    );
     let health: serde_json::Value = http
         .get(format!("http://{addr}/healthz"))
         .send()

@@ -297,6 +297,12 @@ async fn a_start_webhook_restarts_the_calm_clock_whenever_it_arrives() {
         })
         .await
         .unwrap();
+    w.step().await;
+    let calm = w.store.prefix_calm_statuses().await.unwrap();
+    assert!(
+        calm[0].under_attack,
+        "a START without an END shows as under attack"
+    );
     let at = w
         .run_until_withdrawn("b-p24", 7200)
         .await
@@ -865,4 +871,80 @@ async fn a_clock_skew_over_30_seconds_is_unknown_not_calm() {
         skewed.advance(chrono::Duration::seconds(60));
     }
     assert!(w.sim.sim.patches().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_patch_is_retried_later_and_recorded_once() {
+    let w = World::new(
+        vec![prefix("p24", "203.0.113.0/24", 1800)],
+        vec![attack("203.0.113.10", -1800, 600)],
+        "",
+    )
+    .await;
+    // A client that gives up after 300 ms, retried three times.
+    let options = mt_cloudflare::ClientOptions {
+        request_timeout: std::time::Duration::from_millis(300),
+        retry: mt_cloudflare::RetryPolicy {
+            delays: vec![std::time::Duration::from_millis(1); 3],
+            max_retry_after: std::time::Duration::from_secs(1),
+        },
+        ..mt_cloudflare::ClientOptions::default()
+    };
+    let client = mt_cloudflare::Client::new(
+        &w.engine.config.cloudflare,
+        &secrecy::SecretString::from("cf-sim-token".to_owned()),
+        options,
+    )
+    .unwrap();
+    let engine = autowithdraw::cycle::Engine {
+        client,
+        ..w.engine.clone()
+    };
+    while w.t() < 600 + CALM_AND_DELAY {
+        engine.cycle().await.unwrap();
+        w.clock.advance(chrono::Duration::seconds(60));
+    }
+    // GET answers; the PATCH hangs past the timeout on every try. A hanging request still
+    // reaches the simulator after the delay: the engine cannot know, so it must not record a
+    // success; the next cycle sees the real state.
+    w.sim
+        .sim
+        .inject(Endpoint::Rest, Fault::Slow(std::time::Duration::ZERO), 1);
+    w.sim.sim.inject(
+        Endpoint::Rest,
+        Fault::Slow(std::time::Duration::from_secs(2)),
+        4,
+    );
+    let report = engine.cycle().await.unwrap();
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert!(report.failed[0].1.contains("timed out"), "{report:?}");
+    assert!(
+        w.store
+            .withdrawal_history(10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|h| h.status.as_deref() == Some("failed"))
+    );
+    // Let the abandoned requests land, then keep cycling: whichever way Cloudflare ended up,
+    // the withdrawal is recorded exactly once.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    for _ in 0..10 {
+        w.clock.advance(chrono::Duration::seconds(60));
+        engine.cycle().await.unwrap();
+    }
+    assert!(!w.sim.sim.bgp("b-p24").unwrap().advertised);
+    let history = w.store.withdrawal_history(10).await.unwrap();
+    let successes = history
+        .iter()
+        .filter(|h| h.status.as_deref() == Some("success"))
+        .count();
+    assert_eq!(successes, 1, "our withdrawal, recorded once: {history:?}");
+    let events = w.store.attack_events(10, Some("WITHDRAW")).await.unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        events[0].action_taken.as_deref(),
+        Some("withdrawn_auto"),
+        "not mistaken for someone else's"
+    );
 }
