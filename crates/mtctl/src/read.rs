@@ -15,6 +15,10 @@ struct PrefixStatus {
     description: String,
     auto_withdraw: bool,
     advertised: Option<bool>,
+    /// When Cloudflare last changed the advertisement (from autowithdraw's state).
+    advertised_since: Option<String>,
+    /// Advertisement locked on Cloudflare (from autowithdraw's state).
+    locked: Option<bool>,
     under_attack: Option<bool>,
     calm_since: Option<String>,
     /// When the calm period is complete (autowithdraw may withdraw from then on, gates
@@ -41,8 +45,8 @@ struct Status {
 
 pub async fn status(config: &Config, store: &Store, as_json: bool) -> anyhow::Result<()> {
     let now = Utc::now();
-    let calm_period =
-        chrono::Duration::from_std(config.autowithdraw.calm_period).unwrap_or_default();
+    let a = &config.autowithdraw;
+    let span = |d: std::time::Duration| chrono::Duration::from_std(d).unwrap_or_default();
     let rows = store.prefix_calm_statuses().await?;
     let pins = store.active_pins(now).await?;
     let paused = store.active_pause(now).await?;
@@ -52,17 +56,31 @@ pub async fn status(config: &Config, store: &Store, as_json: bool) -> anyhow::Re
         let row = rows
             .iter()
             .find(|r| r.prefix.as_deref() == Some(cidr.as_str()));
+        // autowithdraw's own state when it has run, else the shared prefix_calm_status view.
+        let state = store.prefix_state(&cidr).await?;
         let pinned = pins.iter().find(|h| h.prefix == cidr).cloned();
-        let calm_since = row.and_then(|r| r.calm_since.clone());
-        let due = calm_since
-            .as_deref()
-            .and_then(from_db)
-            .map(|t| t + calm_period);
-        let advertised = row.map(|r| r.advertised);
+        let calm_since = match &state {
+            Some(s) => s.calm_since.map(to_db),
+            None => row.and_then(|r| r.calm_since.clone()),
+        };
+        let advertised = state
+            .as_ref()
+            .map(|s| s.advertised)
+            .or(row.map(|r| r.advertised));
+        let advertised_since = state.as_ref().and_then(|s| s.advertised_modified_at);
+        let locked = state.as_ref().map(|s| s.locked);
         let under_attack = row.map(|r| r.under_attack);
+        // autowithdraw withdraws once calm_period of judged time has passed (judging lags by
+        // analytics_delay) and the prefix has been advertised for min_advertised.
+        let due = calm_since.as_deref().and_then(from_db).map(|c| {
+            let calm_due = c + span(a.calm_period) + span(a.analytics_delay);
+            advertised_since.map_or(calm_due, |m| calm_due.max(m + span(a.min_advertised)))
+        });
         let judged = row.and_then(|r| r.updated_at.clone());
         let blocked_by = if advertised != Some(true) {
             None
+        } else if locked == Some(true) {
+            Some("locked on Cloudflare".to_owned())
         } else if !p.auto_withdraw {
             Some("auto_withdraw = false".to_owned())
         } else if let Some(pin) = &pinned {
@@ -81,6 +99,8 @@ pub async fn status(config: &Config, store: &Store, as_json: bool) -> anyhow::Re
             description: p.description.clone(),
             auto_withdraw: p.auto_withdraw,
             advertised,
+            advertised_since: advertised_since.map(to_db),
+            locked,
             under_attack,
             calm_since,
             withdraw_due_at: due.map(to_db),
@@ -136,10 +156,11 @@ pub async fn status(config: &Config, store: &Store, as_json: bool) -> anyhow::Re
             .map(|s| format!("{} ago", duration(s)))
             .unwrap_or_else(|| "never".into());
         println!(
-            "{:<22} {:<6} {:<7} {:<21} {:<14} {}",
+            "{:<22} {:<6} {:<7} {:<7} {:<21} {:<14} {}",
             p.prefix,
             yes_no(p.advertised),
             yes_no(p.under_attack),
+            yes_no(p.locked),
             p.calm_since.as_deref().unwrap_or("-"),
             withdrawal,
             judged
