@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use ipnet::IpNet;
 use mt_cloudflare::Client;
 use mt_cloudflare::graphql::DroppedTrafficQuery;
@@ -662,7 +662,9 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<(), CycleError> {
         let advertised = bgp.advertised();
-        let modified = bgp.advertised_modified_at();
+        // Stored times have whole seconds; Cloudflare's have fractions. Compared unrounded,
+        // every cycle would see a "change" and restart the calm clock forever.
+        let modified = bgp.advertised_modified_at().map(whole_seconds);
         if let Some(intent) = s.intent_at {
             if !advertised && modified.is_some_and(|m| m >= intent - chrono::Duration::minutes(1)) {
                 tracing::warn!(prefix = %p.cidr, "a withdrawal from before a restart went through; recording it");
@@ -1002,7 +1004,10 @@ impl Engine {
         self.notifier.queue(&mut tx, &message, now).await?;
         new_incident(s);
         s.advertised = false;
-        s.advertised_modified_at = bgp.advertised_modified_at().or(Some(now));
+        s.advertised_modified_at = bgp
+            .advertised_modified_at()
+            .map(whole_seconds)
+            .or(Some(now));
         s.withdrawn_at = Some(now);
         s.verify_alerted = false;
         tx.save_prefix_state(s, now).await?;
@@ -1070,4 +1075,9 @@ impl Engine {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// `t` without its fraction of a second, as the database stores times.
+fn whole_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.with_nanosecond(0).unwrap_or(t)
 }

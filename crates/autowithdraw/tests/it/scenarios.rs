@@ -948,3 +948,32 @@ async fn a_timed_out_patch_is_retried_later_and_recorded_once() {
         "not mistaken for someone else's"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_advertisement_at_a_fractional_second_is_one_change_not_one_per_cycle() {
+    // Cloudflare's advertised_modified_at has sub-second digits; the database keeps whole
+    // seconds. Seen as a new change every cycle, the calm clock would never run.
+    let withdrawn_long_ago = cf_sim::PrefixSpec {
+        advertised: false,
+        ..prefix("p24", "203.0.113.0/24", 86_400)
+    };
+    let w = World::new(vec![withdrawn_long_ago], vec![], "").await;
+    w.step().await;
+    // Cloudflare advertises it at t = 60.437 s.
+    w.clock.advance(chrono::Duration::milliseconds(437));
+    let advertised_at = w.t();
+    assert!(w.sim.sim.auto_advertise("b-p24"));
+    let withdrawn = w
+        .run_until_withdrawn("b-p24", advertised_at + 7200)
+        .await
+        .expect("withdrawn once calm");
+    // Settle (7 min) + a full calm period (15 min) + analytics delay (3 min), give or take
+    // the cycle the fraction falls into.
+    let after = withdrawn - advertised_at;
+    assert!(
+        (25 * 60..=26 * 60).contains(&after),
+        "withdrawn {after}s after the advertisement"
+    );
+    let advertise = w.store.attack_events(10, Some("ADVERTISE")).await.unwrap();
+    assert_eq!(advertise.len(), 1, "one change logged, not one per cycle");
+}
