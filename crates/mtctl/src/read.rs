@@ -135,8 +135,8 @@ pub async fn status(config: &Config, store: &Store, as_json: bool) -> anyhow::Re
     println!("{}", rule('=', w));
     println!();
     println!(
-        "{:<22} {:<6} {:<7} {:<21} {:<14} Judged",
-        "Prefix", "Adv.", "Attack", "Calm Since", "Withdrawal"
+        "{:<22} {:<6} {:<7} {:<7} {:<21} {:<14} Judged",
+        "Prefix", "Adv.", "Attack", "Locked", "Calm Since", "Withdrawal"
     );
     println!("{}", rule('-', w));
     let yes_no = |v: Option<bool>| match v {

@@ -416,6 +416,29 @@ mod commands {
                 && status.contains("Pending: 0 | Total Withdrawals: 1 | Success: 1"),
             "{status}"
         );
+        // Every column a row prints has its header, in order.
+        let header = status
+            .lines()
+            .find(|l| l.starts_with("Prefix ") && l.contains("Judged"))
+            .expect("the prefix table header");
+        let columns: Vec<&str> = header
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(
+            columns,
+            [
+                "Prefix",
+                "Adv.",
+                "Attack",
+                "Locked",
+                "Calm Since",
+                "Withdrawal",
+                "Judged"
+            ],
+            "{status}"
+        );
     }
 
     #[test]
