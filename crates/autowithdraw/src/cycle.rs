@@ -500,7 +500,7 @@ impl Engine {
                 .await
             {
                 Ok(bgp) => {
-                    self.record_withdrawn(p, s, &bgp, now, Some(request.id))
+                    self.record_withdrawn(p, s, &bgp, now, Some(&request))
                         .await?;
                     report.withdrawn.push(p.cidr.to_string());
                 }
@@ -914,13 +914,24 @@ impl Engine {
             None => None,
         };
         let attack_ended_at = end_webhook.or(s.last_attack_end);
+        // The attack this incident answered: its alert arrives around the advertisement
+        // (usually just before it), so look from one change-hold earlier.
+        let alert = match advertised_at {
+            Some(a) => {
+                self.store
+                    .last_attack_alert_since(&p.cidr.to_string(), a - CHANGE_HOLD)
+                    .await?
+            }
+            None => None,
+        };
+        let alert = alert.as_ref();
         Ok(NewWithdrawal {
             prefix: p.cidr.to_string(),
-            attack_id: None,
-            policy_id: None,
-            policy_name: None,
-            target_ip: None,
-            attack_type: None,
+            attack_id: alert.and_then(|e| e.attack_id.clone()),
+            policy_id: alert.and_then(|e| e.policy_id.clone()),
+            policy_name: alert.and_then(|e| e.policy_name.clone()),
+            target_ip: alert.and_then(|e| e.target_ip.clone()),
+            attack_type: alert.and_then(|e| e.alert_type.clone()),
             advertised_at,
             attack_ended_at,
             withdrawn_at: Some(now),
@@ -953,7 +964,7 @@ impl Engine {
         s: &mut PrefixState,
         bgp: &BgpPrefix,
         now: DateTime<Utc>,
-        request: Option<i64>,
+        request: Option<&mt_store::PendingWithdrawal>,
     ) -> Result<(), CycleError> {
         let notes = format!(
             "peak dropped {:.0} pps / {:.1} Mbit/s; mitigation: {}",
@@ -965,9 +976,22 @@ impl Engine {
                 &s.systems
             }
         );
-        let row = self
+        let mut row = self
             .history(p, s, now, WithdrawStatus::Success, notes)
             .await?;
+        if let Some(r) = request {
+            // What the request says of its attack wins over what the incident suggests.
+            let pick = |ours: &mut Option<String>, theirs: &Option<String>| {
+                if let Some(v) = theirs.as_ref().filter(|v| !v.is_empty()) {
+                    *ours = Some(v.clone());
+                }
+            };
+            pick(&mut row.attack_id, &r.attack_id);
+            pick(&mut row.policy_id, &r.policy_id);
+            pick(&mut row.policy_name, &r.policy_name);
+            pick(&mut row.target_ip, &r.target_ip);
+            pick(&mut row.attack_type, &r.attack_type);
+        }
         let calm_for = s.calm_since.and_then(|c| (now - c).to_std().ok());
         let mut tx = self.store.begin().await?;
         tx.insert_attack_event(&NewAttackEvent {
@@ -976,8 +1000,8 @@ impl Engine {
         })
         .await?;
         match request {
-            Some(id) => {
-                tx.complete_pending_withdrawal(id, &row).await?;
+            Some(r) => {
+                tx.complete_pending_withdrawal(r.id, &row).await?;
             }
             None => {
                 tx.insert_withdrawal(&row).await?;

@@ -196,6 +196,24 @@ impl Store {
         Ok(rows)
     }
 
+    /// The newest attack alert (`START` or `END` with an attack id) of `prefix` at or after
+    /// `since`: what a withdrawal of that prefix is the end of.
+    pub async fn last_attack_alert_since(
+        &self,
+        prefix: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Option<AttackEvent>> {
+        let row = sqlx::query_as(select_attack_events!(
+            " WHERE prefix = ?1 AND event_type IN ('START', 'END') AND attack_id IS NOT NULL \
+             AND attack_id <> '' AND datetime(created_at) >= datetime(?2) ORDER BY id DESC LIMIT 1"
+        ))
+        .bind(prefix)
+        .bind(to_db(since))
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row)
+    }
+
     /// Every event of one attack, oldest first (START → END → WITHDRAW correlation).
     pub async fn attack_events_for(&self, attack_id: &str) -> Result<Vec<AttackEvent>> {
         let rows = sqlx::query_as(select_attack_events!(" WHERE attack_id = ?1 ORDER BY id"))

@@ -290,11 +290,22 @@ async fn a_start_webhook_restarts_the_calm_clock_whenever_it_arrives() {
     }
     // Ten minutes into the calm period the receiver logs a START (analytics show nothing yet).
     let start_at = w.now();
+    let alert = |attack_id: &str, at| NewAttackEvent {
+        prefix: Some("203.0.113.0/24".into()),
+        alert_type: Some("advanced_ddos_attack_l4_alert".into()),
+        attack_id: Some(attack_id.into()),
+        policy_id: Some("pol-1".into()),
+        policy_name: Some("MT on-demand".into()),
+        target_ip: Some("203.0.113.10".into()),
+        ..NewAttackEvent::new(EventType::Start, ActionTaken::Mitigating, at)
+    };
+    // An attack of an earlier incident, long before this advertisement: not this one's.
     w.store
-        .log_attack_event(&NewAttackEvent {
-            prefix: Some("203.0.113.0/24".into()),
-            ..NewAttackEvent::new(EventType::Start, ActionTaken::Mitigating, start_at)
-        })
+        .log_attack_event(&alert("old-attack", w.now() - chrono::Duration::hours(3)))
+        .await
+        .unwrap();
+    w.store
+        .log_attack_event(&alert("attack-42", start_at))
         .await
         .unwrap();
     w.step().await;
@@ -311,6 +322,24 @@ async fn a_start_webhook_restarts_the_calm_clock_whenever_it_arrives() {
         at,
         600 + 10 * 60 + 15 * 60 + 3 * 60,
         "a full calm period after the START, judged after the delay"
+    );
+    // The history row names the attack the incident answered, as the seed's rows do.
+    let h = &w.store.withdrawal_history(1).await.unwrap()[0];
+    assert_eq!(
+        (
+            h.attack_id.as_deref(),
+            h.policy_id.as_deref(),
+            h.policy_name.as_deref(),
+            h.target_ip.as_deref(),
+            h.attack_type.as_deref()
+        ),
+        (
+            Some("attack-42"),
+            Some("pol-1"),
+            Some("MT on-demand"),
+            Some("203.0.113.10"),
+            Some("advanced_ddos_attack_l4_alert")
+        )
     );
 }
 
@@ -604,7 +633,7 @@ async fn a_hand_inserted_pending_withdrawal_is_performed_when_not_under_attack()
     let inserted = std::process::Command::new("sqlite3")
         .arg(&db)
         .arg(format!(
-            "INSERT INTO pending_withdrawals (prefix, withdraw_after, status) VALUES ('203.0.113.0/24', '{}', 'pending')",
+            "INSERT INTO pending_withdrawals (prefix, attack_id, withdraw_after, status) VALUES ('203.0.113.0/24', 'manual-7', '{}', 'pending')",
             mt_common::timefmt::to_db(w.now() + chrono::Duration::minutes(2))
         ))
         .status()
@@ -643,6 +672,11 @@ async fn a_hand_inserted_pending_withdrawal_is_performed_when_not_under_attack()
             history[0].status.as_deref()
         ),
         (Some("auto_scheduled"), Some("success"))
+    );
+    assert_eq!(
+        history[0].attack_id.as_deref(),
+        Some("manual-7"),
+        "the request's attack id is kept in the history"
     );
     assert_eq!(w.sim.sim.patches().len(), 1);
 }
