@@ -1,0 +1,585 @@
+//! `mt-demo`: the README's first command. On loopback, with no Cloudflare account, it starts
+//! cf-sim (Cloudflare REST + GraphQL + Telegram, in this process) and the three **real daemon
+//! binaries** with a generated config, then plays one attack lifecycle at accelerated time:
+//! webhook START → auto-advertisement → dropped traffic → attack END → calm → automatic
+//! withdrawal. It prints a timeline as it happens, the Telegram messages the fake received,
+//! `mtctl status` and `mtctl history`, and leaves the database in `--dir` for `sqlite3`.
+//!
+//! Accelerated time means short durations in the generated config (calm period 20 s instead
+//! of 15 min, 2-second analytics buckets); the daemons run their production code on the wall
+//! clock. Exit codes: 0 the prefix was withdrawn, 1 the lifecycle did not complete, 2 usage.
+
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use cf_sim::{PrefixSpec, Scenario, Sim, TrafficSpec, webhook};
+use clap::Parser;
+use tokio::process::{Child, Command};
+
+const CIDR: &str = "203.0.113.0/24";
+const TARGET: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10));
+const PREFIX_ID: &str = "2af39739cc4e3b5910c918468bb89828";
+const BGP_ID: &str = "7009ba364c7a5760798ceb430e603b74";
+const WEBHOOK_SECRET: &str = "demo-webhook-secret";
+const CHAT_ID: &str = "-1001234567890";
+/// How long the simulated attack lasts.
+const ATTACK: Duration = Duration::from_secs(30);
+const DAEMONS: [&str; 3] = [
+    "mt-webhook-receiver",
+    "mt-network-analytics",
+    "mt-autowithdraw",
+];
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Plays one Magic Transit attack lifecycle against cf-sim"
+)]
+struct Cli {
+    /// Where the config, database, webhook archive and daemon logs go. Files a previous demo
+    /// left there are replaced; nothing else in the directory is touched.
+    #[arg(long, default_value = "demo")]
+    dir: PathBuf,
+    /// Where the daemon binaries and mtctl are (default: next to this binary).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Stop and restart every daemon once while the lifecycle runs (SIGTERM, then start).
+    #[arg(long)]
+    restart_daemons: bool,
+    /// Give up (exit 1) when the prefix is not withdrawn within this many seconds.
+    #[arg(long, default_value_t = 150)]
+    timeout_secs: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mt-demo: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\nmt-demo: FAILED: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A line of the timeline, stamped with the seconds since the demo started.
+struct Timeline(Instant);
+
+impl Timeline {
+    fn say(&self, what: impl std::fmt::Display) {
+        println!("[{:>6.1}s] {what}", self.0.elapsed().as_secs_f64());
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let bin_dir = match cli.bin_dir.clone() {
+        Some(d) => d,
+        None => std::env::current_exe()?
+            .parent()
+            .context("the demo binary has no directory")?
+            .to_path_buf(),
+    };
+    for name in DAEMONS.iter().chain(&["mtctl"]) {
+        if !bin_dir.join(name).is_file() {
+            bail!(
+                "{} not found; build every binary first: cargo build --workspace --bins",
+                bin_dir.join(name).display()
+            );
+        }
+    }
+    let dir = prepare(&cli.dir)?;
+    let t = Timeline(Instant::now());
+
+    let sim = cf_sim::Sim::new(scenario()?);
+    let running = sim
+        .clone()
+        .serve(tokio::net::TcpListener::bind("127.0.0.1:0").await?)
+        .await?;
+    t.say(format_args!(
+        "cf-sim (fake Cloudflare API, GraphQL analytics and Telegram) on {}",
+        running.url()
+    ));
+    let receiver_port = free_port()?;
+    let config = dir.join("config.toml");
+    std::fs::write(&config, config_text(&dir, &running, receiver_port))?;
+    t.say(format_args!("config written to {}", config.display()));
+
+    let mut daemons = Daemons::new(bin_dir.clone(), dir.clone(), config.clone());
+    mtctl(&bin_dir, &config, &["migrate"]).await?;
+    for name in DAEMONS {
+        daemons.start(name)?;
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let base = format!("http://127.0.0.1:{receiver_port}");
+    wait_healthy(&http, &base, &mut daemons).await?;
+    t.say(format_args!(
+        "daemons running: {} (logs in {})",
+        DAEMONS.join(", "),
+        dir.join("logs").display()
+    ));
+
+    let store =
+        mt_store::Store::open(&mt_store::OpenOptions::new(dir.join("magic_transit.db"))).await?;
+    let result = lifecycle(&t, &sim, &http, &base, &mut daemons, &store, &cli).await;
+    let mut messages = sim.telegram_messages().into_iter().peekable();
+    let patches = sim.patches();
+    daemons.stop_all().await;
+    store.close().await;
+    running.stop().await;
+
+    println!("\n=== Telegram messages received by the fake ===");
+    if messages.peek().is_none() {
+        println!("(none)");
+    }
+    for (i, m) in messages.enumerate() {
+        println!("--- message {} (chat {}) ---", i + 1, m.chat_id);
+        println!("{}", unescape_markdown(&m.text));
+    }
+    println!("\n=== Cloudflare API changes made by the suite ===");
+    if patches.is_empty() {
+        println!("(none)");
+    }
+    for c in &patches {
+        println!(
+            "{}  PATCH bgp/prefixes/{}  advertised={}  -> HTTP {}",
+            c.at.format("%H:%M:%S"),
+            c.bgp_id,
+            c.advertised,
+            c.status
+        );
+    }
+    println!("\n=== mtctl status ===");
+    print!("{}", mtctl(&bin_dir, &config, &["status"]).await?);
+    println!("\n=== mtctl history ===");
+    print!("{}", mtctl(&bin_dir, &config, &["history"]).await?);
+    result?;
+    println!(
+        "\nDone. The database is {db}; try:\n  sqlite3 -header -column {db} \
+         \"SELECT timestamp, alert_type, alert_event, prefix, status FROM attack_events ORDER BY id;\"\n  \
+         sqlite3 -header -column {db} \"SELECT * FROM withdrawal_history;\"\n  \
+         {mtctl} --config {config} events",
+        db = dir.join("magic_transit.db").display(),
+        mtctl = bin_dir.join("mtctl").display(),
+        config = config.display(),
+    );
+    Ok(())
+}
+
+/// The lifecycle itself; returns once Cloudflare (the fake) reports the prefix withdrawn.
+async fn lifecycle(
+    t: &Timeline,
+    sim: &Sim,
+    http: &reqwest::Client,
+    base: &str,
+    daemons: &mut Daemons,
+    store: &mt_store::Store,
+    cli: &Cli,
+) -> Result<()> {
+    let url = format!("{base}/webhook");
+    let from = (sim.now() - sim.start()).num_seconds();
+    let attack_secs = i64::try_from(ATTACK.as_secs())?;
+    sim.add_traffic(
+        TrafficSpec::attack(TARGET, from, from + attack_secs, 250_000.0, 2_000.0).sources(3),
+    );
+    t.say(format_args!(
+        "ATTACK begins: 250 kpps / 2 Gbit/s UDP flood on {TARGET}:53 for {}s",
+        ATTACK.as_secs()
+    ));
+    emit(
+        http,
+        &url,
+        &webhook::attack_start("demo-1", TARGET, 250_000, 2_000),
+    )
+    .await?;
+    t.say("webhook START delivered to mt-webhook-receiver (202)");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sim.auto_advertise(BGP_ID);
+    emit(
+        http,
+        &url,
+        &webhook::auto_advertisement(&[(CIDR, "advertised")]),
+    )
+    .await?;
+    t.say(format_args!(
+        "Cloudflare auto-advertises {CIDR}; webhook fbm_auto_advertisement delivered"
+    ));
+
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(cli.timeout_secs);
+    let mut ended = false;
+    let mut restarted = !cli.restart_daemons;
+    let mut seen_messages = 0;
+    let mut last_progress = Instant::now();
+    loop {
+        daemons.check()?;
+        let now = Instant::now();
+        if !ended && now >= started + ATTACK {
+            emit(
+                http,
+                &url,
+                &webhook::attack_end("demo-1", TARGET, 250_000, 2_000),
+            )
+            .await?;
+            t.say("ATTACK ends; webhook END delivered. Now waiting for the calm period (20s)");
+            ended = true;
+        }
+        if !restarted && now >= started + ATTACK / 2 {
+            for name in DAEMONS {
+                daemons.restart(name).await?;
+                t.say(format_args!("restarted {name} (SIGTERM, then start)"));
+            }
+            wait_healthy(http, base, daemons).await?;
+            restarted = true;
+        }
+        let messages = sim.telegram_messages();
+        for m in messages.iter().skip(seen_messages) {
+            t.say(format_args!("Telegram: {}", headline(&m.text)));
+        }
+        seen_messages = messages.len();
+        let advertised = sim.bgp(BGP_ID).is_some_and(|b| b.advertised);
+        if ended && !advertised {
+            t.say(format_args!(
+                "Cloudflare reports {CIDR} WITHDRAWN by mt-autowithdraw"
+            ));
+            // Let the withdrawal's Telegram message go out before stopping.
+            let count = messages.len();
+            let wait = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < wait
+                && !sim.telegram_messages()[count..]
+                    .iter()
+                    .any(|m| m.text.to_lowercase().contains("withdraw"))
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            for m in sim.telegram_messages().iter().skip(count) {
+                t.say(format_args!("Telegram: {}", headline(&m.text)));
+            }
+            return Ok(());
+        }
+        if now >= deadline {
+            bail!(
+                "{CIDR} still advertised after {}s; see the logs in {}",
+                cli.timeout_secs,
+                daemons.dir.join("logs").display()
+            );
+        }
+        if now - last_progress >= Duration::from_secs(5) {
+            last_progress = now;
+            let stats = store.stats(chrono::Utc::now()).await?;
+            let phase = if ended {
+                "calm, waiting for the withdrawal"
+            } else {
+                "attack in progress"
+            };
+            t.say(format_args!(
+                "... {phase}: {} webhooks, {} attack events, {} dropped-traffic events logged",
+                stats.total_webhooks, stats.total_events, stats.total_analytics_events
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The simulated account: one prefix, not advertised, with accelerated analytics.
+fn scenario() -> Result<Scenario> {
+    Ok(Scenario {
+        hold: Duration::from_secs(10),
+        bucket: Duration::from_secs(2),
+        lag: Duration::from_secs(2),
+        partial: Duration::ZERO,
+        prefixes: vec![PrefixSpec {
+            id: PREFIX_ID.into(),
+            bgp_id: BGP_ID.into(),
+            cidr: CIDR.parse()?,
+            description: "Demo customers".into(),
+            advertised: false,
+            changed_secs_ago: 86_400,
+            locked: false,
+        }],
+        ..Scenario::default()
+    })
+}
+
+/// The generated config: production keys, accelerated durations.
+fn config_text(dir: &Path, sim: &cf_sim::Running, receiver_port: u16) -> String {
+    let s = Scenario::default();
+    format!(
+        r#"# Generated by mt-demo: every daemon on loopback against cf-sim, durations accelerated.
+[database]
+path = "{db}"
+
+[cloudflare]
+account_id = "{account}"
+api_base_url = "{api}"
+graphql_url = "{gql}"
+request_timeout = "5s"
+
+[[prefixes]]
+cidr = "{CIDR}"
+prefix_id = "{PREFIX_ID}"
+bgp_prefix_id = "{BGP_ID}"
+description = "Demo customers"
+
+[webhook]
+listen = "127.0.0.1:{receiver_port}"
+archive_dir = "{archive}"
+
+[autowithdraw]
+interval = "2s"
+calm_period = "20s"
+min_advertised = "20s"
+window = "10s"
+analytics_delay = "4s"
+advertise_settle = "4s"
+withdraw_verify_after = "60s"
+metrics_listen = "127.0.0.1:0"
+
+[network_analytics]
+interval = "5s"
+lookback = "20s"
+metrics_listen = "127.0.0.1:0"
+
+[telegram]
+api_url = "{telegram}"
+chat_id = "{CHAT_ID}"
+org_name = "Demo SOC"
+"#,
+        db = toml_path(&dir.join("magic_transit.db")),
+        account = s.account_id,
+        api = sim.api_base_url(),
+        gql = sim.graphql_url(),
+        archive = toml_path(&dir.join("webhooks")),
+        telegram = sim.url(),
+    )
+}
+
+fn toml_path(p: &Path) -> String {
+    p.display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+}
+
+/// Creates `dir` and removes what a previous demo left there; returns it absolute.
+fn prepare(dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = std::fs::canonicalize(dir)?;
+    for f in [
+        "magic_transit.db",
+        "magic_transit.db-wal",
+        "magic_transit.db-shm",
+        "config.toml",
+    ] {
+        match std::fs::remove_file(dir.join(f)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", dir.join(f).display()));
+            }
+            _ => {}
+        }
+    }
+    for d in ["webhooks", "logs"] {
+        match std::fs::remove_dir_all(dir.join(d)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", dir.join(d).display()));
+            }
+            _ => {}
+        }
+    }
+    std::fs::create_dir_all(dir.join("logs"))?;
+    Ok(dir)
+}
+
+/// A loopback port nobody listens on right now (the receiver binds it a moment later).
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The daemons, as child processes with their logs in `dir/logs`.
+struct Daemons {
+    bin_dir: PathBuf,
+    dir: PathBuf,
+    config: PathBuf,
+    children: Vec<(&'static str, Child)>,
+}
+
+impl Daemons {
+    fn new(bin_dir: PathBuf, dir: PathBuf, config: PathBuf) -> Self {
+        Self {
+            bin_dir,
+            dir,
+            config,
+            children: Vec::new(),
+        }
+    }
+
+    fn start(&mut self, name: &'static str) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("logs").join(format!("{name}.log")))?;
+        let child = Command::new(self.bin_dir.join(name))
+            .arg("--config")
+            .arg(&self.config)
+            .env("MT_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .env("MT_CLOUDFLARE_API_TOKEN", Scenario::default().token)
+            .env("MT_TELEGRAM_BOT_TOKEN", Scenario::default().telegram_token)
+            .env("RUST_LOG", "info")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        self.children.push((name, child));
+        Ok(())
+    }
+
+    /// Fails when a daemon has exited.
+    fn check(&mut self) -> Result<()> {
+        for (name, child) in &mut self.children {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "{name} exited ({status}); see {}",
+                    self.dir.join("logs").join(format!("{name}.log")).display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn stop(child: &mut Child) {
+        if let Some(pid) = child.id() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+        if tokio::time::timeout(Duration::from_secs(15), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
+        }
+    }
+
+    async fn restart(&mut self, name: &'static str) -> Result<()> {
+        if let Some(i) = self.children.iter().position(|(n, _)| *n == name) {
+            let (_, mut child) = self.children.remove(i);
+            Self::stop(&mut child).await;
+        }
+        self.start(name)
+    }
+
+    async fn stop_all(&mut self) {
+        for (_, child) in &mut self.children {
+            Self::stop(child).await;
+        }
+        self.children.clear();
+    }
+}
+
+async fn wait_healthy(http: &reqwest::Client, base: &str, daemons: &mut Daemons) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        daemons.check()?;
+        if let Ok(r) = http.get(format!("{base}/healthz")).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("mt-webhook-receiver did not answer /healthz within 30s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn emit(http: &reqwest::Client, url: &str, body: &serde_json::Value) -> Result<()> {
+    let (status, answer) = webhook::emit(http, url, WEBHOOK_SECRET, body).await?;
+    if status != 202 && status != 200 {
+        bail!("the receiver answered {status}: {answer}");
+    }
+    Ok(())
+}
+
+async fn mtctl(bin_dir: &Path, config: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(bin_dir.join("mtctl"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("MT_CLOUDFLARE_API_TOKEN", Scenario::default().token)
+        .env("MT_TELEGRAM_BOT_TOKEN", Scenario::default().telegram_token)
+        .env("MT_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .output()
+        .await
+        .context("running mtctl")?;
+    if !out.status.success() {
+        bail!(
+            "mtctl {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The line that says what a message is about (the first one is the common banner).
+fn headline(text: &str) -> String {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or_default();
+    unescape_markdown(lines.next().unwrap_or(first))
+}
+
+/// Telegram MarkdownV2 as a reader sees it: escapes and emphasis markers removed.
+fn unescape_markdown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            '*' | '_' | '`' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unescape_markdown;
+
+    #[test]
+    fn the_headline_skips_the_banner() {
+        assert_eq!(
+            super::headline("🛡️ *BANNER*\n\n✅ *DDoS ATTACK ENDED*\n📋 Alert"),
+            "✅ DDoS ATTACK ENDED"
+        );
+        assert_eq!(super::headline("only"), "only");
+    }
+
+    #[test]
+    fn markdown_is_unescaped_for_the_terminal() {
+        assert_eq!(
+            unescape_markdown(r"*Prefix withdrawn* 203\.0\.113\.0/24 \(calm 20s\)"),
+            "Prefix withdrawn 203.0.113.0/24 (calm 20s)"
+        );
+    }
+}
