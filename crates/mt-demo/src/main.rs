@@ -258,16 +258,16 @@ async fn lifecycle(
                 "Cloudflare reports {CIDR} WITHDRAWN by mt-autowithdraw"
             ));
             // Let the withdrawal's Telegram message go out before stopping.
-            let count = messages.len();
             let wait = Instant::now() + Duration::from_secs(10);
             while Instant::now() < wait
-                && !sim.telegram_messages()[count..]
+                && !sim
+                    .telegram_messages()
                     .iter()
-                    .any(|m| m.text.to_lowercase().contains("withdraw"))
+                    .any(|m| headline(&m.text).contains("WITHDRAWAL"))
             {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            for m in sim.telegram_messages().iter().skip(count) {
+            for m in sim.telegram_messages().iter().skip(messages.len()) {
                 t.say(format_args!("Telegram: {}", headline(&m.text)));
             }
             return Ok(());
@@ -376,10 +376,27 @@ fn toml_path(p: &Path) -> String {
         .replace('"', "\\\"")
 }
 
-/// Creates `dir` and removes what a previous demo left there; returns it absolute.
+/// Marks a directory the demo owns: only such a directory (or an empty one) is cleaned.
+const MARKER: &str = ".mt-demo";
+
+/// Creates `dir` and removes what a previous demo left there; returns it absolute. A
+/// non-empty directory without the demo's marker is refused: `--dir /var/lib/magic-transit`
+/// typed by mistake must not delete a production database.
 fn prepare(dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = std::fs::canonicalize(dir)?;
+    let empty = std::fs::read_dir(&dir)?.next().is_none();
+    if !empty && !dir.join(MARKER).is_file() {
+        bail!(
+            "{} is not empty and was not made by mt-demo (no {MARKER} file); \
+             choose a new or empty directory with --dir",
+            dir.display()
+        );
+    }
+    std::fs::write(
+        dir.join(MARKER),
+        "made by mt-demo; its files here are replaced by the next run\n",
+    )?;
     for f in [
         "magic_transit.db",
         "magic_transit.db-wal",

@@ -194,3 +194,19 @@ fn a_missing_daemon_binary_is_a_clear_error() {
         "nothing is created before the check"
     );
 }
+
+#[test]
+fn a_directory_the_demo_did_not_make_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("magic_transit.db");
+    std::fs::write(&db, b"production data").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mt-demo"))
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("was not made by mt-demo"), "{stderr}");
+    assert_eq!(std::fs::read(&db).unwrap(), b"production data");
+}
