@@ -74,6 +74,16 @@ fn an_attack_is_logged_notified_and_withdrawn_once_calm_across_daemon_restarts()
     );
 
     let db = dir.path().join("magic_transit.db");
+    // The queries the demo suggests at the end work on the database it leaves.
+    let hints: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("sqlite3 "))
+        .filter_map(|l| Some(&l[l.find('"')? + 1..l.rfind('"')?]))
+        .collect();
+    assert_eq!(hints.len(), 2, "{stdout}");
+    for query in hints {
+        assert!(!sql(&db, query).is_empty(), "{query}");
+    }
     assert_eq!(
         sql(
             &db,

@@ -171,7 +171,7 @@ async fn run(cli: Cli) -> Result<()> {
     result?;
     println!(
         "\nDone. The database is {db}; try:\n  sqlite3 -header -column {db} \
-         \"SELECT timestamp, alert_type, alert_event, prefix, status FROM attack_events ORDER BY id;\"\n  \
+         \"SELECT id, event_type, alert_type, prefix, action_taken, attack_id, created_at FROM attack_events ORDER BY id;\"\n  \
          sqlite3 -header -column {db} \"SELECT * FROM withdrawal_history;\"\n  \
          {mtctl} --config {config} events",
         db = dir.join("magic_transit.db").display(),
