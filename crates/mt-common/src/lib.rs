@@ -7,6 +7,7 @@
 pub mod clock;
 pub mod config;
 pub mod metrics;
+pub mod runtime;
 pub mod shutdown;
 pub mod systemd;
 pub mod telemetry;

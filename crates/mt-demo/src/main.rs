@@ -56,24 +56,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("mt-demo: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("\nmt-demo: FAILED: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    mt_common::runtime::run(run(cli))
 }
 
 /// A line of the timeline, stamped with the seconds since the demo started.

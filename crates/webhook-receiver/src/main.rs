@@ -42,24 +42,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(serve(config, secret)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "mt-webhook-receiver stopped");
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    mt_common::runtime::run(serve(config, secret))
 }
 
 async fn serve(config: Config, secret: Option<secrecy::SecretString>) -> anyhow::Result<()> {
