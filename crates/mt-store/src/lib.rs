@@ -10,6 +10,7 @@
 
 mod analytics;
 mod attack;
+mod audit;
 mod autowithdraw;
 mod calm;
 mod error;
@@ -18,6 +19,7 @@ mod lease;
 mod loose;
 mod migrate;
 mod outbox;
+mod reports;
 mod retention;
 mod state;
 mod stats;
@@ -28,12 +30,14 @@ mod withdrawal;
 
 pub use analytics::{AnalyticsEvent, NewAnalyticsEvent, event_hash};
 pub use attack::{AttackEvent, NewAttackEvent};
+pub use audit::{AuditEntry, NewAudit};
 pub use autowithdraw::PrefixState;
 pub use calm::{CalmUpdate, PrefixCalmStatus};
 pub use error::{Error, Result};
 pub use holds::Hold;
 pub use migrate::{SchemaStatus, embedded_schema_version};
 pub use outbox::{NewNotification, OutboxStats, QueuedNotification};
+pub use reports::{DestinationTotal, Dimension, SeriesPoint, TopRow};
 pub use retention::Prunable;
 pub use stats::Stats;
 pub use store::{OpenOptions, Store, WriteTx};

@@ -1,4 +1,4 @@
-//! check-config, migrate, notifications, prune, backup.
+//! check-config, migrate, notifications, prune, backup, hash-password, audit.
 
 use std::path::Path;
 
@@ -117,5 +117,54 @@ pub async fn backup(store: &Store, path: &Path) -> anyhow::Result<()> {
         "backup written to {} ({size} bytes); consistent snapshot, safe to copy",
         path.display()
     );
+    Ok(())
+}
+
+/// `mtctl hash-password`: prints the PHC string for `[[dashboard.users]] password_hash`.
+pub fn hash_password() -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ")?;
+        let again = rpassword::prompt_password("Again: ")?;
+        if first != again {
+            anyhow::bail!("the two passwords differ");
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    let phc = mt_control::password::hash(&password).map_err(anyhow::Error::msg)?;
+    println!("{phc}");
+    Ok(())
+}
+
+/// `mtctl audit`.
+pub async fn audit(store: &Store, limit: u32, as_json: bool) -> anyhow::Result<()> {
+    let rows = store.audit_log(limit).await?;
+    if as_json {
+        return json(&rows);
+    }
+    println!(
+        "{:<20} {:<12} {:<10} {:<9} {:<20} {:<7} Detail",
+        "At (UTC)", "Who", "Via", "Action", "Prefix", "Outcome"
+    );
+    println!("{}", rule('-', 100));
+    for r in &rows {
+        println!(
+            "{:<20} {:<12} {:<10} {:<9} {:<20} {:<7} {}",
+            r.at,
+            r.actor,
+            r.via,
+            r.action,
+            r.prefix.as_deref().unwrap_or("-"),
+            r.outcome,
+            r.detail.as_deref().unwrap_or("")
+        );
+    }
+    if rows.is_empty() {
+        println!("(no manual actions recorded)");
+    }
     Ok(())
 }

@@ -146,6 +146,18 @@ enum Command {
     Migrate,
     /// Validate the config and print the effective values (secrets are never printed).
     CheckConfig,
+    /// Hash a dashboard password (argon2id) for `[[dashboard.users]] password_hash`: asks twice
+    /// on a terminal, else reads one line from stdin. Needs no config.
+    HashPassword,
+    /// Manual actions (mtctl and dashboard) and dashboard logins, newest first.
+    Audit {
+        /// Rows to show.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,6 +195,15 @@ pub struct Usage(pub String);
 fn main() -> ExitCode {
     let cli = Cli::parse();
     mt_common::telemetry::init();
+    if matches!(cli.command, Command::HashPassword) {
+        return match admin::hash_password() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let config_path = Config::resolve_path(cli.config.as_deref());
     let config = Config::load_or_exit(cli.config.as_deref());
     let result = match cli.command {
@@ -264,7 +285,8 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Prune { older_than, yes } => admin::prune(&store, older_than, yes).await,
         Command::Backup { path } => admin::backup(&store, &path).await,
         Command::Migrate => admin::migrate(&store),
-        Command::CheckConfig => Ok(()),
+        Command::Audit { limit, json } => admin::audit(&store, limit, json).await,
+        Command::CheckConfig | Command::HashPassword => Ok(()),
     };
     store.close().await;
     result

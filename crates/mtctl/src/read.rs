@@ -2,130 +2,15 @@
 
 use chrono::Utc;
 use mt_common::config::Config;
-use mt_common::timefmt::{from_db, to_db};
+use mt_common::timefmt::from_db;
 use mt_store::Store;
 use serde::Serialize;
 
 use crate::output::{cut, duration, json, rule};
 
-/// One prefix in `status`.
-#[derive(Debug, Serialize)]
-struct PrefixStatus {
-    prefix: String,
-    description: String,
-    auto_withdraw: bool,
-    advertised: Option<bool>,
-    /// When Cloudflare last changed the advertisement (from autowithdraw's state).
-    advertised_since: Option<String>,
-    /// Advertisement locked on Cloudflare (from autowithdraw's state).
-    locked: Option<bool>,
-    under_attack: Option<bool>,
-    calm_since: Option<String>,
-    /// When the calm period is complete (autowithdraw may withdraw from then on, gates
-    /// permitting).
-    withdraw_due_at: Option<String>,
-    seconds_to_withdrawal: Option<i64>,
-    pinned: Option<mt_store::Hold>,
-    last_judgement: Option<String>,
-    last_judgement_age_seconds: Option<i64>,
-    /// Why it will not be withdrawn automatically, if anything says so.
-    blocked_by: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct Status {
-    now: String,
-    paused: Option<mt_store::Hold>,
-    prefixes: Vec<PrefixStatus>,
-    pending_withdrawals: Vec<mt_store::PendingWithdrawal>,
-    stats: mt_store::Stats,
-    notifications_queued: i64,
-    notifications_failing: i64,
-}
-
 pub async fn status(config: &Config, store: &Store, as_json: bool) -> anyhow::Result<()> {
     let now = Utc::now();
-    let a = &config.autowithdraw;
-    let span = |d: std::time::Duration| chrono::Duration::from_std(d).unwrap_or_default();
-    let rows = store.prefix_calm_statuses().await?;
-    let pins = store.active_pins(now).await?;
-    let paused = store.active_pause(now).await?;
-    let mut prefixes = Vec::new();
-    for p in &config.prefixes {
-        let cidr = p.cidr.to_string();
-        let row = rows
-            .iter()
-            .find(|r| r.prefix.as_deref() == Some(cidr.as_str()));
-        // autowithdraw's own state when it has run, else the shared prefix_calm_status view.
-        let state = store.prefix_state(&cidr).await?;
-        let pinned = pins.iter().find(|h| h.prefix == cidr).cloned();
-        let calm_since = match &state {
-            Some(s) => s.calm_since.map(to_db),
-            None => row.and_then(|r| r.calm_since.clone()),
-        };
-        let advertised = state
-            .as_ref()
-            .map(|s| s.advertised)
-            .or(row.map(|r| r.advertised));
-        let advertised_since = state.as_ref().and_then(|s| s.advertised_modified_at);
-        let locked = state.as_ref().map(|s| s.locked);
-        let under_attack = row.map(|r| r.under_attack);
-        // autowithdraw withdraws once calm_period of judged time has passed (judging lags by
-        // analytics_delay) and the prefix has been advertised for min_advertised.
-        let due = calm_since.as_deref().and_then(from_db).map(|c| {
-            let calm_due = c + span(a.calm_period) + span(a.analytics_delay);
-            advertised_since.map_or(calm_due, |m| calm_due.max(m + span(a.min_advertised)))
-        });
-        let judged = row.and_then(|r| r.updated_at.clone());
-        let blocked_by = if advertised != Some(true) {
-            None
-        } else if locked == Some(true) {
-            Some("locked on Cloudflare".to_owned())
-        } else if !p.auto_withdraw {
-            Some("auto_withdraw = false".to_owned())
-        } else if let Some(pin) = &pinned {
-            Some(format!("pinned by {}: {}", pin.by, pin.reason))
-        } else if let Some(pause) = &paused {
-            Some(format!("paused by {}: {}", pause.by, pause.reason))
-        } else if under_attack == Some(true) {
-            Some("under attack".to_owned())
-        } else if calm_since.is_none() {
-            Some("not judged calm yet".to_owned())
-        } else {
-            None
-        };
-        prefixes.push(PrefixStatus {
-            prefix: cidr,
-            description: p.description.clone(),
-            auto_withdraw: p.auto_withdraw,
-            advertised,
-            advertised_since: advertised_since.map(to_db),
-            locked,
-            under_attack,
-            calm_since,
-            withdraw_due_at: due.map(to_db),
-            seconds_to_withdrawal: due
-                .filter(|_| advertised == Some(true))
-                .map(|t| (t - now).num_seconds().max(0)),
-            pinned,
-            last_judgement_age_seconds: judged
-                .as_deref()
-                .and_then(from_db)
-                .map(|t| (now - t).num_seconds()),
-            last_judgement: judged,
-            blocked_by,
-        });
-    }
-    let outbox = store.outbox_stats().await?;
-    let status = Status {
-        now: to_db(now),
-        paused,
-        prefixes,
-        pending_withdrawals: store.all_pending_withdrawals().await?,
-        stats: store.stats(now).await?,
-        notifications_queued: outbox.queued,
-        notifications_failing: outbox.failing,
-    };
+    let status = mt_control::status(config, store, now).await?;
     if as_json {
         return json(&status);
     }

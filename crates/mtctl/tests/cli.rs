@@ -528,6 +528,21 @@ mod commands {
         let unknown = env.run(&["pin", "192.0.2.0/24", "--reason", "x"]);
         assert_eq!(unknown.status.code(), Some(2));
         assert!(text(&unknown.stderr).contains("not a configured prefix"));
+
+        let actions: Vec<String> = env
+            .json(&["audit", "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {}",
+                    r["action"].as_str().unwrap(),
+                    r["outcome"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(actions, ["resume ok", "pause ok", "unpin ok", "pin ok"]);
     }
 
     #[test]
@@ -596,6 +611,58 @@ mod commands {
 
         let unknown = env.run(&["advertise", "192.0.2.0/24"]);
         assert_eq!(unknown.status.code(), Some(2));
+
+        // Every attempt is audited with who, through what and how it ended (newest first);
+        // the unknown prefix never reached the action, so it is not.
+        let audit = env.json(&["audit", "--json"]);
+        let rows: Vec<(String, String, String, String)> = audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["action"].as_str().unwrap().to_owned(),
+                    r["prefix"].as_str().unwrap_or("").to_owned(),
+                    r["outcome"].as_str().unwrap().to_owned(),
+                    format!(
+                        "{}/{}",
+                        r["actor"].as_str().unwrap(),
+                        r["via"].as_str().unwrap()
+                    ),
+                )
+            })
+            .collect();
+        let alice = || "alice/mtctl".to_owned();
+        assert_eq!(
+            rows,
+            vec![
+                (
+                    "advertise".into(),
+                    "198.51.100.0/23".into(),
+                    "ok".into(),
+                    alice()
+                ),
+                (
+                    "withdraw".into(),
+                    "2001:db8:1000::/48".into(),
+                    "failed".into(),
+                    alice()
+                ),
+                (
+                    "advertise".into(),
+                    "203.0.113.0/24".into(),
+                    "failed".into(),
+                    alice()
+                ),
+                (
+                    "withdraw".into(),
+                    "203.0.113.0/24".into(),
+                    "ok".into(),
+                    alice()
+                ),
+            ]
+        );
+        assert!(text(&env.run(&["audit"]).stdout).contains("2001:db8:1000::/48"));
     }
 
     fn write_fixtures(dir: &Path) {
@@ -738,4 +805,38 @@ mod commands {
             Some(1)
         );
     }
+}
+
+#[test]
+fn hash_password_prints_an_argon2id_hash_without_a_config() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let hash = |input: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mtctl"))
+            .arg("hash-password")
+            .env("MT_CONFIG", "/nonexistent/config.toml")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = hash("a long enough passphrase\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let phc = text(&out.stdout).trim().to_owned();
+    assert!(phc.starts_with("$argon2id$v=19$"), "{phc}");
+    assert!(mt_control::password::verify(
+        "a long enough passphrase",
+        &phc
+    ));
+    let short = hash("short\n");
+    assert_eq!(short.status.code(), Some(2));
+    assert!(text(&short.stderr).contains("at least 12 characters"));
 }

@@ -1,0 +1,506 @@
+//! Advertise/withdraw through Cloudflare, pins and the pause: what `mtctl` and the dashboard
+//! both call, so a manual action leaves the same rows whoever takes it.
+
+use chrono::{DateTime, Utc};
+use ipnet::IpNet;
+use mt_cloudflare::{Client, ClientOptions};
+use mt_common::clock::Clock;
+use mt_common::config::{Config, PrefixConfig};
+use mt_common::timefmt::to_db;
+use mt_notify::templates::{
+    ManualAdvertisement, WithdrawKind, WithdrawalFailure, WithdrawalSuccess,
+};
+use mt_notify::{Message, Notifier};
+use mt_store::{
+    ActionTaken, EventType, NewAttackEvent, NewAudit, NewWithdrawal, Store, WithdrawMethod,
+    WithdrawStatus,
+};
+
+use crate::duration;
+
+/// Cloudflare refuses a change of advertisement this soon after the last one.
+const CHANGE_HOLD: chrono::Duration = chrono::Duration::minutes(15);
+
+/// The tool an action came through (recorded in `audit_log.via` and the notes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The CLI.
+    Mtctl,
+    /// The web dashboard.
+    Dashboard,
+}
+
+impl Via {
+    /// `mtctl` / `dashboard`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Mtctl => "mtctl",
+            Via::Dashboard => "dashboard",
+        }
+    }
+}
+
+/// Who acts, through what.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// The person: the dashboard login, or `$SUDO_USER`/`$USER` for mtctl.
+    pub name: String,
+    /// The tool.
+    pub via: Via,
+}
+
+/// Why an action did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The request itself is wrong (unknown prefix, empty reason): nothing was attempted.
+    #[error("{0}")]
+    Invalid(String),
+    /// The suite is not configured for this (no Cloudflare API token).
+    #[error("{0}")]
+    NotConfigured(String),
+    /// Cloudflare refused or could not be reached; audited and, for a withdrawal, recorded as a
+    /// failed withdrawal and notified.
+    #[error("{0}")]
+    Failed(String),
+    /// The database failed.
+    #[error("database: {0}")]
+    Store(#[from] mt_store::Error),
+}
+
+/// What `set_advertised` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdvertiseOutcome {
+    /// Cloudflare already had the prefix in the asked state: nothing changed.
+    Unchanged,
+    /// Changed; Cloudflare's modification time (or ours when it reports none).
+    Changed {
+        /// When Cloudflare recorded the change.
+        at: DateTime<Utc>,
+    },
+}
+
+/// The configured prefix `cidr` names, or an error listing the configured ones.
+pub fn require_configured<'a>(
+    config: &'a Config,
+    cidr: &str,
+) -> Result<&'a PrefixConfig, ControlError> {
+    let wanted = cidr
+        .trim()
+        .parse::<IpNet>()
+        .map(|n| n.trunc())
+        .map_err(|_| ControlError::Invalid(format!("{cidr:?} is not a CIDR")))?;
+    config
+        .prefixes
+        .iter()
+        .find(|p| p.cidr == wanted)
+        .ok_or_else(|| {
+            let known: Vec<String> = config.prefixes.iter().map(|p| p.cidr.to_string()).collect();
+            ControlError::Invalid(format!(
+                "{wanted} is not a configured prefix (configured: {})",
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })
+}
+
+fn client(config: &Config) -> Result<Client, ControlError> {
+    let (token, _) = config
+        .cloudflare_api_token()
+        .map_err(|e| ControlError::NotConfigured(e.to_string()))?;
+    Client::new(
+        &config.cloudflare,
+        &token,
+        ClientOptions {
+            request_timeout: config.cloudflare.request_timeout,
+            ..ClientOptions::default()
+        },
+    )
+    .map_err(|e| ControlError::NotConfigured(e.to_string()))
+}
+
+fn verb(advertise: bool) -> &'static str {
+    if advertise { "advertise" } else { "withdraw" }
+}
+
+async fn audit_alone(
+    store: &Store,
+    actor: &Actor,
+    action: &str,
+    prefix: Option<&str>,
+    detail: Option<&str>,
+    outcome: &str,
+    now: DateTime<Utc>,
+) -> Result<(), ControlError> {
+    store
+        .audit(&NewAudit {
+            at: now,
+            actor: &actor.name,
+            via: actor.via.as_str(),
+            action,
+            prefix,
+            detail,
+            outcome,
+        })
+        .await?;
+    Ok(())
+}
+
+/// Advertises (`true`) or withdraws (`false`) a configured prefix through Cloudflare's REST API
+/// and records it: an `ADVERTISE`/`WITHDRAW` attack event, a `manual` withdrawal-history row,
+/// the state of `prefix_calm_status`, a Telegram message and an audit row, in one transaction
+/// after Cloudflare confirmed. A refused withdrawal is recorded as a `failed` history row and
+/// notified; every attempt is audited.
+pub async fn set_advertised(
+    config: &Config,
+    store: &Store,
+    clock: &dyn Clock,
+    cidr: &str,
+    advertise: bool,
+    actor: &Actor,
+) -> Result<AdvertiseOutcome, ControlError> {
+    let prefix = require_configured(config, cidr)?;
+    let cidr = prefix.cidr.to_string();
+    let action = verb(advertise);
+    let cf = match client(config) {
+        Ok(cf) => cf,
+        Err(e) => {
+            audit_alone(
+                store,
+                actor,
+                action,
+                Some(&cidr),
+                Some(&e.to_string()),
+                "failed",
+                clock.now(),
+            )
+            .await?;
+            return Err(e);
+        }
+    };
+    let before = match cf
+        .get_bgp_prefix(&prefix.prefix_id, &prefix.bgp_prefix_id)
+        .await
+    {
+        Ok(b) => b,
+        Err(e) => {
+            let detail = format!("reading the prefix from Cloudflare failed: {e}");
+            audit_alone(
+                store,
+                actor,
+                action,
+                Some(&cidr),
+                Some(&detail),
+                "failed",
+                clock.now(),
+            )
+            .await?;
+            return Err(ControlError::Failed(detail));
+        }
+    };
+    if before.advertised() == advertise {
+        let detail = format!(
+            "already {} on Cloudflare",
+            if advertise { "advertised" } else { "withdrawn" }
+        );
+        audit_alone(
+            store,
+            actor,
+            action,
+            Some(&cidr),
+            Some(&detail),
+            "noop",
+            clock.now(),
+        )
+        .await?;
+        return Ok(AdvertiseOutcome::Unchanged);
+    }
+    let notifier = Notifier::new(&config.telegram);
+    let result = cf
+        .set_advertised(&prefix.prefix_id, &prefix.bgp_prefix_id, advertise)
+        .await;
+    let now = clock.now();
+    let who = actor.name.as_str();
+    let tool = actor.via.as_str();
+    match result {
+        Ok(after) => {
+            let mut tx = store.begin().await?;
+            let (event_type, taken) = if advertise {
+                (EventType::Advertise, ActionTaken::AdvertisedManual)
+            } else {
+                (EventType::Withdraw, ActionTaken::WithdrawnManual)
+            };
+            tx.insert_attack_event(&NewAttackEvent {
+                prefix: Some(cidr.clone()),
+                raw_payload: Some(serde_json::json!({ "operator": who, "via": tool }).to_string()),
+                ..NewAttackEvent::new(event_type, taken, now)
+            })
+            .await?;
+            let message = if advertise {
+                tx.mark_prefix_advertised(&cidr, now).await?;
+                Message::ManualAdvertisement(ManualAdvertisement {
+                    prefix: cidr.clone(),
+                    operator: who.to_owned(),
+                    at: now,
+                })
+            } else {
+                let advertised_at = before.advertised_modified_at();
+                tx.insert_withdrawal(&manual_withdrawal(
+                    &cidr,
+                    advertised_at,
+                    now,
+                    WithdrawStatus::Success,
+                    format!("manual withdrawal by {who} ({tool})"),
+                ))
+                .await?;
+                tx.mark_prefix_withdrawn(&cidr, now).await?;
+                Message::WithdrawalSuccess(WithdrawalSuccess {
+                    prefix: cidr.clone(),
+                    kind: WithdrawKind::Manual,
+                    withdrawn_at: now,
+                    calm_for: None,
+                    advertised_for: advertised_at.and_then(|t| (now - t).to_std().ok()),
+                    peak_pps: None,
+                    peak_mbps: None,
+                    mitigation_systems: None,
+                    operator: who.to_owned(),
+                })
+            };
+            notifier.queue(&mut tx, &message, now).await?;
+            tx.insert_audit(&NewAudit {
+                at: now,
+                actor: who,
+                via: tool,
+                action,
+                prefix: Some(&cidr),
+                detail: None,
+                outcome: "ok",
+            })
+            .await?;
+            tx.commit().await?;
+            Ok(AdvertiseOutcome::Changed {
+                at: after.advertised_modified_at().unwrap_or(now),
+            })
+        }
+        Err(e) => {
+            let explanation = if e.is_prefix_hold() {
+                let allowed = before.advertised_modified_at().map(|t| t + CHANGE_HOLD);
+                match allowed {
+                    Some(t) if t > now => format!(
+                        "Cloudflare refuses a change within 15 minutes of the last one ({}); allowed from {} UTC (in {})",
+                        e,
+                        to_db(t),
+                        duration((t - now).num_seconds())
+                    ),
+                    _ => format!(
+                        "Cloudflare refuses a change within 15 minutes of the last one ({e}); try again shortly"
+                    ),
+                }
+            } else {
+                e.to_string()
+            };
+            let mut tx = store.begin().await?;
+            if !advertise {
+                tx.insert_withdrawal(&manual_withdrawal(
+                    &cidr,
+                    before.advertised_modified_at(),
+                    now,
+                    WithdrawStatus::Failed,
+                    format!("manual withdrawal by {who} ({tool}) failed: {explanation}"),
+                ))
+                .await?;
+                let message = Message::WithdrawalFailure(WithdrawalFailure {
+                    prefix: cidr.clone(),
+                    kind: WithdrawKind::Manual,
+                    error: explanation.clone(),
+                    attempts: 1,
+                    next_attempt_at: None,
+                    at: now,
+                });
+                notifier.queue(&mut tx, &message, now).await?;
+            }
+            tx.insert_audit(&NewAudit {
+                at: now,
+                actor: who,
+                via: tool,
+                action,
+                prefix: Some(&cidr),
+                detail: Some(&explanation),
+                outcome: "failed",
+            })
+            .await?;
+            tx.commit().await?;
+            Err(ControlError::Failed(explanation))
+        }
+    }
+}
+
+fn until(
+    duration: Option<std::time::Duration>,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, ControlError> {
+    duration
+        .map(|d| {
+            chrono::Duration::from_std(d)
+                .ok()
+                .and_then(|d| now.checked_add_signed(d))
+                .ok_or_else(|| ControlError::Invalid(format!("duration {d:?} is too long")))
+        })
+        .transpose()
+}
+
+fn require_reason(reason: &str) -> Result<&str, ControlError> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(ControlError::Invalid("a reason must say why".into()));
+    }
+    if reason.chars().count() > 500 {
+        return Err(ControlError::Invalid(
+            "the reason is longer than 500 characters".into(),
+        ));
+    }
+    Ok(reason)
+}
+
+/// Pins a configured prefix: autowithdraw never withdraws it until unpinned or `duration`
+/// ends. Returns the end (`None`: until unpinned).
+pub async fn pin(
+    config: &Config,
+    store: &Store,
+    clock: &dyn Clock,
+    cidr: &str,
+    reason: &str,
+    duration: Option<std::time::Duration>,
+    actor: &Actor,
+) -> Result<Option<DateTime<Utc>>, ControlError> {
+    let prefix = require_configured(config, cidr)?.cidr.to_string();
+    let reason = require_reason(reason)?;
+    let now = clock.now();
+    let until = until(duration, now)?;
+    let detail = format!(
+        "{reason} (until {})",
+        until.map(to_db).unwrap_or_else(|| "unpinned".into())
+    );
+    let mut tx = store.begin().await?;
+    tx.pin_prefix(&prefix, &actor.name, reason, now, until)
+        .await?;
+    tx.insert_audit(&NewAudit {
+        at: now,
+        actor: &actor.name,
+        via: actor.via.as_str(),
+        action: "pin",
+        prefix: Some(&prefix),
+        detail: Some(&detail),
+        outcome: "ok",
+    })
+    .await?;
+    tx.commit().await?;
+    Ok(until)
+}
+
+/// Removes a pin; returns whether there was one.
+pub async fn unpin(
+    config: &Config,
+    store: &Store,
+    clock: &dyn Clock,
+    cidr: &str,
+    actor: &Actor,
+) -> Result<bool, ControlError> {
+    let prefix = require_configured(config, cidr)?.cidr.to_string();
+    let mut tx = store.begin().await?;
+    let existed = tx.unpin_prefix(&prefix).await?;
+    tx.insert_audit(&NewAudit {
+        at: clock.now(),
+        actor: &actor.name,
+        via: actor.via.as_str(),
+        action: "unpin",
+        prefix: Some(&prefix),
+        detail: None,
+        outcome: if existed { "ok" } else { "noop" },
+    })
+    .await?;
+    tx.commit().await?;
+    Ok(existed)
+}
+
+/// Pauses every automatic withdrawal until resumed or `duration` ends; returns the end.
+pub async fn pause(
+    store: &Store,
+    clock: &dyn Clock,
+    reason: &str,
+    duration: Option<std::time::Duration>,
+    actor: &Actor,
+) -> Result<Option<DateTime<Utc>>, ControlError> {
+    let reason = require_reason(reason)?;
+    let now = clock.now();
+    let until = until(duration, now)?;
+    let detail = format!(
+        "{reason} (until {})",
+        until.map(to_db).unwrap_or_else(|| "resumed".into())
+    );
+    let mut tx = store.begin().await?;
+    tx.pause_withdrawals(&actor.name, reason, now, until)
+        .await?;
+    tx.insert_audit(&NewAudit {
+        at: now,
+        actor: &actor.name,
+        via: actor.via.as_str(),
+        action: "pause",
+        prefix: None,
+        detail: Some(&detail),
+        outcome: "ok",
+    })
+    .await?;
+    tx.commit().await?;
+    Ok(until)
+}
+
+/// Ends the pause; returns whether there was one.
+pub async fn resume(store: &Store, clock: &dyn Clock, actor: &Actor) -> Result<bool, ControlError> {
+    let mut tx = store.begin().await?;
+    let existed = tx.resume_withdrawals().await?;
+    tx.insert_audit(&NewAudit {
+        at: clock.now(),
+        actor: &actor.name,
+        via: actor.via.as_str(),
+        action: "resume",
+        prefix: None,
+        detail: None,
+        outcome: if existed { "ok" } else { "noop" },
+    })
+    .await?;
+    tx.commit().await?;
+    Ok(existed)
+}
+
+/// A `withdrawal_history` row of method `manual`.
+fn manual_withdrawal(
+    cidr: &str,
+    advertised_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    status: WithdrawStatus,
+    notes: String,
+) -> NewWithdrawal {
+    let succeeded = status == WithdrawStatus::Success;
+    NewWithdrawal {
+        prefix: cidr.to_owned(),
+        attack_id: None,
+        policy_id: None,
+        policy_name: None,
+        target_ip: None,
+        attack_type: None,
+        advertised_at,
+        attack_ended_at: None,
+        withdrawn_at: Some(now),
+        attack_duration_seconds: None,
+        protection_duration_seconds: advertised_at
+            .filter(|_| succeeded)
+            .map(|t| (now - t).num_seconds()),
+        method: WithdrawMethod::Manual,
+        status,
+        notes: Some(notes),
+        created_at: now,
+    }
+}
