@@ -359,6 +359,19 @@ impl Default for TelegramConfig {
 pub struct DashboardConfig {
     /// Address the dashboard binds.
     pub listen: SocketAddr,
+    /// Mark the session cookie `Secure` (sent over HTTPS only; browsers also accept it from
+    /// `http://localhost`/`127.0.0.1`). Turn off only behind nothing but plain HTTP on a
+    /// trusted network.
+    pub secure_cookies: bool,
+    /// How long a login lasts.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// Failed logins (per user name, and per client address) before further attempts are
+    /// refused for `login_lockout`.
+    pub login_max_failures: u32,
+    /// How long failed logins are remembered and a locked-out login stays refused.
+    #[serde(with = "humantime_serde")]
+    pub login_lockout: Duration,
     /// `[[dashboard.users]]`
     pub users: Vec<DashboardUser>,
 }
@@ -367,6 +380,10 @@ impl Default for DashboardConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            secure_cookies: true,
+            session_ttl: Duration::from_secs(12 * 3600),
+            login_max_failures: 5,
+            login_lockout: Duration::from_secs(15 * 60),
             users: Vec::new(),
         }
     }
@@ -647,6 +664,15 @@ impl Config {
     }
 
     fn validate_dashboard(&self) -> Result<(), ConfigError> {
+        let d = &self.dashboard;
+        positive("dashboard.session_ttl", d.session_ttl)?;
+        positive("dashboard.login_lockout", d.login_lockout)?;
+        if d.login_max_failures == 0 {
+            return Err(ConfigError::invalid(
+                "dashboard.login_max_failures",
+                "must be at least 1",
+            ));
+        }
         let mut seen = BTreeSet::new();
         for (i, u) in self.dashboard.users.iter().enumerate() {
             if u.name.trim().is_empty() {

@@ -22,9 +22,14 @@ pub fn hash(password: &str) -> Result<String, String> {
         .map_err(|e| format!("hashing failed: {e}"))
 }
 
-/// Whether `phc` parses as a PHC string (what config validation asks).
+/// Whether `phc` is a complete argon2 PHC string: algorithm, parameters, salt and hash.
 pub fn is_valid_hash(phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok()
+    PasswordHash::new(phc).is_ok_and(|h| {
+        h.algorithm.as_str().starts_with("argon2")
+            && h.salt.is_some()
+            && h.hash.is_some()
+            && argon2::Params::try_from(&h).is_ok()
+    })
 }
 
 /// Whether `password` matches `phc` (constant-time comparison inside argon2). A malformed hash
@@ -49,6 +54,9 @@ mod tests {
         assert!(verify("correct horse battery", &h));
         assert!(!verify("correct horse batterY", &h));
         assert!(!verify("correct horse battery", "$argon2id$garbage"));
+        assert!(is_valid_hash(&h));
+        assert!(!is_valid_hash("$argon2id$nonsense"));
+        assert!(!is_valid_hash("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ"));
         // Salted: the same password hashes differently each time.
         assert_ne!(h, hash("correct horse battery").unwrap_or_default());
     }

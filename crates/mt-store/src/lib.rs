@@ -36,7 +36,7 @@ pub use calm::{CalmUpdate, PrefixCalmStatus};
 pub use error::{Error, Result};
 pub use holds::Hold;
 pub use migrate::{SchemaStatus, embedded_schema_version};
-pub use outbox::{NewNotification, OutboxStats, QueuedNotification};
+pub use outbox::{NewNotification, NotificationRecord, OutboxStats, QueuedNotification};
 pub use reports::{DestinationTotal, Dimension, SeriesPoint, TopRow};
 pub use retention::Prunable;
 pub use stats::Stats;

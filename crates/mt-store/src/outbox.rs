@@ -49,6 +49,29 @@ pub struct QueuedNotification {
     pub last_error: Option<String>,
 }
 
+/// A message with its delivery state, for the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct NotificationRecord {
+    /// Row id.
+    pub id: i64,
+    /// Template kind.
+    pub kind: String,
+    /// `queued`, `sent` or `logged`.
+    pub status: String,
+    /// The text as sent (MarkdownV2 or plain).
+    pub text: String,
+    /// Queued at.
+    pub created_at: String,
+    /// Delivered at.
+    pub sent_at: Option<String>,
+    /// Failed attempts.
+    pub attempts: i64,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// Next attempt (while queued).
+    pub next_attempt_at: String,
+}
+
 /// Outbox depth, for metrics and `mtctl status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OutboxStats {
@@ -184,6 +207,18 @@ impl Store {
             "SELECT id, chat_id, kind, priority, text, parse_mode, created_at, next_attempt_at, \
              attempts, last_error FROM notification_outbox WHERE status = 'queued' \
              ORDER BY priority, id LIMIT ?1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows)
+    }
+
+    /// The newest messages first, whatever their state.
+    pub async fn recent_notifications(&self, limit: u32) -> Result<Vec<NotificationRecord>> {
+        let rows = sqlx::query_as(
+            "SELECT id, kind, status, text, created_at, sent_at, attempts, last_error, \
+             next_attempt_at FROM notification_outbox ORDER BY id DESC LIMIT ?1",
         )
         .bind(limit)
         .fetch_all(self.pool())

@@ -1,0 +1,263 @@
+//! `mt-dashboard`: the SOC's web view and manual controls (issue #10).
+//!
+//! Server-rendered HTML (askama: compile-time checked, HTML-escaped templates) plus one small
+//! script that ticks countdowns. It reads only the database; its actions go through
+//! `mt-control`, the code `mtctl` uses, so they leave the same rows and audit entries.
+//!
+//! Safety by construction: every page needs a session; only operators act; every form carries
+//! the session's CSRF token; cookies are `HttpOnly; SameSite=Strict` (and `Secure`); a strict
+//! Content-Security-Policy allows no inline script or style; bodies are bounded; logins are
+//! rate limited per user name and per client address.
+
+pub mod api;
+pub mod auth;
+pub mod pages;
+pub mod views;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, OptionalFromRequestParts, Request, State};
+use axum::http::header::{self, HeaderValue};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use mt_common::clock::SharedClock;
+use mt_common::config::Config;
+use mt_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Auth, SESSION_COOKIE, Session, cookie};
+
+/// Largest request body accepted (forms are tiny).
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Longest a request may take (a manual withdrawal waits for Cloudflare, retries included).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Every response carries these.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Shared by every handler.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The suite's config.
+    pub config: Arc<Config>,
+    /// The database.
+    pub store: Store,
+    /// Source of "now".
+    pub clock: SharedClock,
+    /// Users and sessions.
+    pub auth: Arc<Auth>,
+}
+
+impl AppState {
+    /// From the config; fails if a user's password hash is malformed.
+    pub fn new(config: Config, store: Store, clock: SharedClock) -> Result<Self, String> {
+        let auth = Auth::new(&config.dashboard)?;
+        Ok(Self {
+            config: Arc::new(config),
+            store,
+            clock,
+            auth: Arc::new(auth),
+        })
+    }
+}
+
+/// A request with a live session.
+#[derive(Debug, Clone)]
+pub struct Authed {
+    /// The session token (from the cookie).
+    pub token: String,
+    /// The session.
+    pub session: Session,
+}
+
+impl FromRequestParts<AppState> for Authed {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let now = state.clock.now();
+        let found = parts
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|h| cookie(h, SESSION_COOKIE))
+            .find_map(|t| state.auth.session(t, now).map(|s| (t.to_owned(), s)));
+        match found {
+            Some((token, session)) => Ok(Self { token, session }),
+            None if parts.uri.path().starts_with("/api/") => Err(api::error(
+                StatusCode::UNAUTHORIZED,
+                "log in first (POST /login, then send the mt_session cookie)",
+            )),
+            None => Err(Redirect::to("/login").into_response()),
+        }
+    }
+}
+
+impl OptionalFromRequestParts<AppState> for Authed {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(
+            <Authed as FromRequestParts<AppState>>::from_request_parts(parts, state)
+                .await
+                .ok(),
+        )
+    }
+}
+
+/// Whether the browser says the request comes from another site (`Sec-Fetch-Site`).
+pub fn cross_site(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("cross-site"))
+}
+
+async fn security_headers(request: Request, next: Next) -> Response {
+    let is_static = request.uri().path().starts_with("/static/");
+    let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    if !is_static {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("database unavailable: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+fn static_file(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Every route.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(pages::prefixes))
+        .route("/login", get(pages::login_form).post(pages::login))
+        .route("/logout", post(pages::logout))
+        .route(
+            "/actions/{action}",
+            get(pages::action_form).post(pages::action),
+        )
+        .route("/attacks", get(pages::attacks))
+        .route("/analytics", get(pages::analytics))
+        .route("/webhooks", get(pages::webhooks))
+        .route("/withdrawals", get(pages::withdrawals))
+        .route("/notifications", get(pages::notifications))
+        .route("/audit", get(pages::audit))
+        .route("/api/prefixes", get(api::prefixes))
+        .route("/api/attacks", get(api::attacks))
+        .route("/api/analytics", get(api::analytics))
+        .route("/api/webhooks", get(api::webhooks))
+        .route("/api/withdrawals", get(api::withdrawals))
+        .route("/api/notifications", get(api::notifications))
+        .route("/api/audit", get(api::audit))
+        .route(
+            "/static/app.css",
+            get(|| async { static_file("text/css; charset=utf-8", include_str!("../static/app.css")) }),
+        )
+        .route(
+            "/static/app.js",
+            get(|| async {
+                static_file(
+                    "text/javascript; charset=utf-8",
+                    include_str!("../static/app.js"),
+                )
+            }),
+        )
+        .route("/healthz", get(healthz))
+        .fallback(pages::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(axum::middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+/// Serves on `listener` until `shutdown`; in-flight requests finish first.
+pub async fn run(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+
+    let addr = listener.local_addr()?;
+    let store = state.store.clone();
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let watchdog = tokio::spawn(watchdog(store.clone(), shutdown.clone()));
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    mt_common::systemd::ready(&format!("dashboard on http://{addr}"));
+    tracing::info!(%addr, "listening");
+    let result = server.await.context("HTTP server failed");
+    mt_common::systemd::stopping();
+    watchdog.abort();
+    store.close().await;
+    result
+}
+
+/// Pings the systemd watchdog while the database answers.
+async fn watchdog(store: Store, shutdown: CancellationToken) {
+    let Some(every) = mt_common::systemd::watchdog_interval() else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        match tokio::time::timeout(every, store.ping()).await {
+            Ok(Ok(())) => mt_common::systemd::watchdog(),
+            Ok(Err(e)) => tracing::warn!(error = %e, "database unreachable; not pinging the watchdog"),
+            Err(_) => tracing::warn!("database ping timed out; not pinging the watchdog"),
+        }
+    }
+}
