@@ -62,9 +62,9 @@ pub async fn attacks(
     Query(f): Query<AttackFilter>,
 ) -> Response {
     match attack_range(&state, &f) {
-        Ok((prefix, since, until)) => reply(
-            views::attacks(&state.store, prefix, since, until, state.clock.now()).await,
-        ),
+        Ok((prefix, since, until)) => {
+            reply(views::attacks(&state.store, prefix, since, until, state.clock.now()).await)
+        }
         Err(e) => error(StatusCode::BAD_REQUEST, &e),
     }
 }
@@ -82,7 +82,11 @@ pub async fn analytics(
 }
 
 /// `GET /api/webhooks`.
-pub async fn webhooks(State(state): State<AppState>, _: Authed, Query(l): Query<Limit>) -> Response {
+pub async fn webhooks(
+    State(state): State<AppState>,
+    _: Authed,
+    Query(l): Query<Limit>,
+) -> Response {
     reply(state.store.webhook_events(l.get(), None, None).await)
 }
 

@@ -395,7 +395,10 @@ mod tests {
 
     #[test]
     fn cookie_parsing_and_token_compare() {
-        assert_eq!(cookie("a=1; mt_session=abc; b=2", "mt_session"), Some("abc"));
+        assert_eq!(
+            cookie("a=1; mt_session=abc; b=2", "mt_session"),
+            Some("abc")
+        );
         assert_eq!(cookie("mt_session_x=abc", "mt_session"), None);
         assert!(tokens_match("abc", "abc"));
         assert!(!tokens_match("abc", "abd"));

@@ -127,7 +127,10 @@ async fn security_headers(request: Request, next: Next) -> Response {
     let is_static = request.uri().path().starts_with("/static/");
     let mut response = next.run(request).await;
     let h = response.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -198,7 +201,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/audit", get(api::audit))
         .route(
             "/static/app.css",
-            get(|| async { static_file("text/css; charset=utf-8", include_str!("../static/app.css")) }),
+            get(|| async {
+                static_file("text/css; charset=utf-8", include_str!("../static/app.css"))
+            }),
         )
         .route(
             "/static/app.js",
@@ -212,7 +217,9 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .fallback(pages::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            MAX_BODY_BYTES,
+        ))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,
@@ -256,7 +263,9 @@ async fn watchdog(store: Store, shutdown: CancellationToken) {
         }
         match tokio::time::timeout(every, store.ping()).await {
             Ok(Ok(())) => mt_common::systemd::watchdog(),
-            Ok(Err(e)) => tracing::warn!(error = %e, "database unreachable; not pinging the watchdog"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "database unreachable; not pinging the watchdog")
+            }
             Err(_) => tracing::warn!("database ping timed out; not pinging the watchdog"),
         }
     }

@@ -408,7 +408,11 @@ fn prefix_row(p: &PrefixStatus) -> PrefixRow {
             .last_judgement_age_seconds
             .map(|s| format!("{} ago", duration(s)))
             .unwrap_or_else(|| "never".into()),
-        dropped: format!("{} pkts · {}", count(p.dropped_packets), bits(p.dropped_bits)),
+        dropped: format!(
+            "{} pkts · {}",
+            count(p.dropped_packets),
+            bits(p.dropped_bits)
+        ),
         can_withdraw: p.advertised != Some(false),
         can_advertise: p.advertised != Some(true),
     }
@@ -488,7 +492,13 @@ pub async fn action_form(
     let prefix = match mt_control::require_configured(&state.config, &q.prefix) {
         Ok(p) => p.cidr.to_string(),
         Err(e) => {
-            return error_page(&state, &authed, StatusCode::BAD_REQUEST, "Unknown prefix", e.to_string());
+            return error_page(
+                &state,
+                &authed,
+                StatusCode::BAD_REQUEST,
+                "Unknown prefix",
+                e.to_string(),
+            );
         }
     };
     if action == "pin" {
@@ -848,7 +858,13 @@ struct Chart {
 
 fn chart(view: &AnalyticsView) -> Chart {
     let (width, height, base) = (900u32, 180u32, 160u32);
-    let max = view.series.iter().map(|p| p.packets).max().unwrap_or(0).max(1) as f64;
+    let max = view
+        .series
+        .iter()
+        .map(|p| p.packets)
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
     let n = view.series.len().max(1) as f64;
     let slot = f64::from(width) / n;
     let label = |t: i64| {
@@ -883,8 +899,16 @@ fn chart(view: &AnalyticsView) -> Chart {
         bucket: duration(view.bucket_seconds),
         bars,
         max_label: format!("{} packets", count(max as i64)),
-        first_label: view.series.first().map(|p| label(p.bucket)).unwrap_or_default(),
-        last_label: view.series.last().map(|p| label(p.bucket)).unwrap_or_default(),
+        first_label: view
+            .series
+            .first()
+            .map(|p| label(p.bucket))
+            .unwrap_or_default(),
+        last_label: view
+            .series
+            .last()
+            .map(|p| label(p.bucket))
+            .unwrap_or_default(),
     }
 }
 

@@ -115,9 +115,9 @@ impl Building {
                 (Some(s), None) if under_attack => Some((now - s).num_seconds().max(0)),
                 _ => None,
             },
-            protected_seconds: self.advertised.map(|a| {
-                (self.withdrawn.unwrap_or(now) - a).num_seconds().max(0)
-            }),
+            protected_seconds: self
+                .advertised
+                .map(|a| (self.withdrawn.unwrap_or(now) - a).num_seconds().max(0)),
             peak_pps: self.peak_pps,
             peak_mbps: self.peak_mbps,
             steps: self.steps,
@@ -198,11 +198,7 @@ pub fn incidents(events: &[AttackEvent], now: DateTime<Utc>) -> Vec<Incident> {
         }
     }
     for b in open.into_values() {
-        let last = b
-            .steps
-            .last()
-            .and_then(|s| from_db(&s.at))
-            .unwrap_or(now);
+        let last = b.steps.last().and_then(|s| from_db(&s.at)).unwrap_or(now);
         done.push((last, b.finish(now)));
     }
     done.sort_by_key(|d| std::cmp::Reverse(d.0));
