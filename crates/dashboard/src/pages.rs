@@ -443,7 +443,10 @@ pub async fn prefixes(State(state): State<AppState>, authed: Authed) -> Response
             layout: Layout::new(&state, &authed, "/", PREFIXES_REFRESH_SECS),
             rows: status.prefixes.iter().map(prefix_row).collect(),
             paused: status.paused,
-            dropped_window: duration(status.dropped_window_seconds),
+            dropped_window: humantime::format_duration(std::time::Duration::from_secs(
+                status.dropped_window_seconds.max(0).unsigned_abs(),
+            ))
+            .to_string(),
             pending: status.pending_withdrawals,
             notifications_queued: status.notifications_queued,
             notifications_failing: status.notifications_failing,
@@ -896,7 +899,10 @@ fn chart(view: &AnalyticsView) -> Chart {
         width,
         height,
         base,
-        bucket: duration(view.bucket_seconds),
+        bucket: humantime::format_duration(std::time::Duration::from_secs(
+            view.bucket_seconds.max(0).unsigned_abs(),
+        ))
+        .to_string(),
         bars,
         max_label: format!("{} packets", count(max as i64)),
         first_label: view

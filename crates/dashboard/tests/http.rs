@@ -600,6 +600,11 @@ async fn operators_pin_withdraw_and_advertise_through_the_mtctl_code_path() {
     assert!(!env.sim.sim.bgp("b-p23").unwrap().advertised);
     assert_eq!(env.sim.sim.patches().len(), 1);
     assert!(env.page("/", &op).await.contains("withdrawn on Cloudflare"));
+    // Shown withdrawn at once, though autowithdraw's last reading still says advertised.
+    let status = env.api("/api/prefixes", &op).await;
+    assert_eq!(status["prefixes"][1]["prefix"], CALM);
+    assert_eq!(status["prefixes"][1]["advertised"], false);
+    assert_eq!(status["prefixes"][1]["seconds_to_withdrawal"], Value::Null);
     let history = env.store.withdrawal_history(5).await.unwrap();
     assert_eq!(history[0].prefix.as_deref(), Some(CALM));
     assert_eq!(history[0].withdraw_method.as_deref(), Some("manual"));

@@ -94,15 +94,30 @@ pub async fn prefix_statuses(
         // autowithdraw's own state when it has run, else the shared prefix_calm_status view.
         let state = store.prefix_state(&cidr).await?;
         let pinned = pins.iter().find(|h| h.prefix == cidr).cloned();
-        let calm_since = match &state {
+        let mut calm_since = match &state {
             Some(s) => s.calm_since.map(to_db),
             None => row.and_then(|r| r.calm_since.clone()),
         };
-        let advertised = state
+        let mut advertised = state
             .as_ref()
             .map(|s| s.advertised)
             .or(row.map(|r| r.advertised));
-        let advertised_since = state.as_ref().and_then(|s| s.advertised_modified_at);
+        let mut advertised_since = state.as_ref().and_then(|s| s.advertised_modified_at);
+        // A manual change newer than autowithdraw's last reading of Cloudflare wins until
+        // its next cycle reads the new state (otherwise a prefix just withdrawn by hand would
+        // show as advertised for up to a cycle).
+        if state.is_some() {
+            let saved = store.prefix_state_saved_at(&cidr).await?;
+            if let Some((adv, at)) = store.last_manual_change(&cidr).await?
+                && saved.is_none_or(|s| at >= s)
+            {
+                advertised = Some(adv);
+                advertised_since = Some(at);
+                if !adv {
+                    calm_since = None;
+                }
+            }
+        }
         let locked = state.as_ref().map(|s| s.locked);
         let under_attack = row.map(|r| r.under_attack);
         // autowithdraw withdraws once calm_period of judged time has passed (judging lags by

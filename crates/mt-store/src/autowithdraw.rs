@@ -220,3 +220,33 @@ impl Store {
         Ok(n > 0)
     }
 }
+
+impl Store {
+    /// When mt-autowithdraw last saved `prefix`'s state (it reads Cloudflare every cycle).
+    pub async fn prefix_state_saved_at(&self, prefix: &str) -> Result<Option<DateTime<Utc>>> {
+        let at: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT CAST(updated_at AS TEXT) FROM autowithdraw_prefixes WHERE prefix = ?1",
+        )
+        .bind(prefix)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(at.flatten().as_deref().and_then(from_db))
+    }
+
+    /// The newest manual advertise/withdraw of `prefix` (mtctl or the dashboard): whether it
+    /// advertised, and when.
+    pub async fn last_manual_change(&self, prefix: &str) -> Result<Option<(bool, DateTime<Utc>)>> {
+        let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT action_taken, CAST(created_at AS TEXT) FROM attack_events \
+             WHERE prefix = ?1 AND action_taken IN ('advertised_manual', 'withdrawn_manual') \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(prefix)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.and_then(|(action, at)| {
+            let at = at.as_deref().and_then(from_db)?;
+            Some((action.as_deref() == Some("advertised_manual"), at))
+        }))
+    }
+}
