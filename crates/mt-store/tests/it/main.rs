@@ -5,4 +5,5 @@ mod api;
 mod common;
 mod concurrency;
 mod legacy;
+mod reports;
 mod seed_queries;
