@@ -23,6 +23,9 @@ const LOGIN_FORM_TTL_SECS: i64 = 600;
 const MAX_SESSIONS: usize = 10_000;
 /// At most this many remembered failure keys (user names and addresses).
 const MAX_FAILURE_KEYS: usize = 100_000;
+/// Password checks running at once (each argon2 check takes ~19 MiB and tens of ms); more
+/// logins wait, so a flood of logins cannot exhaust memory or the blocking pool.
+const MAX_CONCURRENT_CHECKS: usize = 4;
 
 /// One configured user.
 #[derive(Clone)]
@@ -88,6 +91,7 @@ pub struct Auth {
     dummy_hash: String,
     sessions: Mutex<HashMap<String, Session>>,
     failures: Mutex<HashMap<String, VecDeque<DateTime<Utc>>>>,
+    checks: tokio::sync::Semaphore,
     ttl: chrono::Duration,
     lockout: chrono::Duration,
     max_failures: usize,
@@ -147,6 +151,7 @@ impl Auth {
             dummy_hash,
             sessions: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            checks: tokio::sync::Semaphore::new(MAX_CONCURRENT_CHECKS),
             ttl: span(config.session_ttl),
             lockout: span(config.login_lockout),
             max_failures: config.login_max_failures.max(1) as usize,
@@ -216,10 +221,17 @@ impl Auth {
             .as_ref()
             .map_or_else(|| self.dummy_hash.clone(), |u| u.hash.clone());
         let password = password.to_owned();
-        let matches =
-            tokio::task::spawn_blocking(move || mt_control::password::verify(&password, &hash))
-                .await
-                .unwrap_or(false);
+        let matches = match self.checks.acquire().await {
+            Ok(_permit) => {
+                tokio::task::spawn_blocking(move || mt_control::password::verify(&password, &hash))
+                    .await
+                    .unwrap_or(false)
+            }
+            Err(_) => false,
+        };
+        // Checked again: other attempts may have failed while this one waited.
+        self.check_limit(name, client, now)
+            .map_err(LoginRefused::Locked)?;
         match user {
             Some(user) if matches => {
                 let key = Self::failure_keys(name, client);

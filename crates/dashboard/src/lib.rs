@@ -59,12 +59,17 @@ impl AppState {
     /// From the config; fails if a user's password hash is malformed.
     pub fn new(config: Config, store: Store, clock: SharedClock) -> Result<Self, String> {
         let auth = Auth::new(&config.dashboard)?;
-        Ok(Self {
+        Ok(Self::with_auth(config, store, clock, auth))
+    }
+
+    /// With users already checked (the binary checks them before opening the database).
+    pub fn with_auth(config: Config, store: Store, clock: SharedClock, auth: Auth) -> Self {
+        Self {
             config: Arc::new(config),
             store,
             clock,
             auth: Arc::new(auth),
-        })
+        }
     }
 }
 

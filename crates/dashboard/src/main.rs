@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use dashboard::AppState;
+use dashboard::auth::Auth;
 use mt_common::SystemClock;
 use mt_common::config::Config;
 use mt_store::{OpenOptions, Store};
@@ -25,29 +26,30 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     mt_common::telemetry::init();
     let config = Config::load_or_exit(cli.config.as_deref());
-    if config.dashboard.users.is_empty() {
+    let auth = match Auth::new(&config.dashboard) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !auth.has_users() {
         tracing::warn!(
             "no [[dashboard.users]] configured: nobody can log in (make a hash with `mtctl hash-password`)"
         );
     }
-    mt_common::runtime::run(serve(config))
+    mt_common::runtime::run(serve(config, auth))
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, auth: Auth) -> anyhow::Result<()> {
     let shutdown = mt_common::shutdown::install().context("cannot install signal handlers")?;
     let store = Store::open(&OpenOptions::from_config(&config.database))
         .await
         .context("cannot open the database")?;
     let listen = config.dashboard.listen;
-    let state = match AppState::new(config, store, SystemClock::shared()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on dashboard.listen {listen}"))?;
+    let state = AppState::with_auth(config, store, SystemClock::shared(), auth);
     dashboard::run(state, listener, shutdown).await
 }

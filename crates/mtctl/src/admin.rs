@@ -8,7 +8,17 @@ use mt_store::Store;
 
 use crate::output::{json, rule};
 
-pub fn check_config(config: &Config, path: &Path) {
+pub fn check_config(config: &Config, path: &Path) -> anyhow::Result<()> {
+    // The loader checks the hash's shape; the dashboard needs it to parse completely.
+    for (i, u) in config.dashboard.users.iter().enumerate() {
+        if !mt_control::password::is_valid_hash(&u.password_hash) {
+            return Err(crate::Usage(format!(
+                "{}: dashboard.users[{i}].password_hash: not a complete argon2 PHC string (make one with `mtctl hash-password`)",
+                path.display()
+            ))
+            .into());
+        }
+    }
     println!("# {}: valid", path.display());
     print!("{}", config.to_toml());
     println!();
@@ -22,6 +32,7 @@ pub fn check_config(config: &Config, path: &Path) {
     show("cloudflare api token", config.cloudflare_api_token());
     show("webhook secret", config.webhook_secret());
     show("telegram bot token", config.telegram_bot_token());
+    Ok(())
 }
 
 pub fn migrate(store: &Store) -> anyhow::Result<()> {

@@ -207,10 +207,7 @@ fn main() -> ExitCode {
     let config_path = Config::resolve_path(cli.config.as_deref());
     let config = Config::load_or_exit(cli.config.as_deref());
     let result = match cli.command {
-        Command::CheckConfig => {
-            admin::check_config(&config, &config_path);
-            Ok(())
-        }
+        Command::CheckConfig => admin::check_config(&config, &config_path),
         command => run_async(dispatch(command, config)),
     };
     match result {

@@ -68,6 +68,22 @@ fn a_config_error_is_one_line_naming_the_key_with_exit_code_2() {
 
     let usage = mtctl(&config, &["no-such-command"], &[]);
     assert_eq!(usage.status.code(), Some(2));
+
+    // A dashboard hash with the right prefix but no salt/hash would stop mt-dashboard at start:
+    // check-config (the units' ExecStartPre) refuses it, naming the key.
+    std::fs::write(
+        &config,
+        "[telegram]\nenabled = false\n[[dashboard.users]]\nname = \"alice\"\nrole = \"viewer\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1\"\n",
+    )
+    .expect("write");
+    let out = mtctl(&config, &["check-config"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("dashboard.users[0].password_hash"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "nothing printed as valid");
 }
 
 #[test]
