@@ -1,9 +1,11 @@
 //! Read-only aggregates for the dashboard: attack events in a time range and dropped-traffic
 //! rankings over `network_analytics_events`.
 //!
-//! Stored times are `YYYY-MM-DD HH:MM:SS` (ours) or `…T…Z` (legacy analytics rows), so ranges are
-//! compared through SQLite's `datetime()`, which reads both. A plain text comparison on the date
-//! prefix comes first so the `event_datetime` index still narrows the scan.
+//! Stored times are `YYYY-MM-DD HH:MM:SS` (ours) or `YYYY-MM-DDTHH:MM:SS…Z` (legacy analytics
+//! rows). Both sort as text within their own form, and `' ' < 'T'`, so a lower bound is two
+//! text comparisons: `>= 'YYYY-MM-DD HH:MM:SS'` for every row (which the `event_datetime` index
+//! serves), and additionally `>= 'YYYY-MM-DDTHH:MM:SS'` for the legacy form, whose same-day rows
+//! would otherwise all pass the first. No per-row date parsing.
 
 use chrono::{DateTime, Utc};
 use mt_common::timefmt::to_db;
@@ -56,7 +58,7 @@ impl Dimension {
                     ") AS label, ",
                     "COALESCE(SUM(packets), 0) AS packets, COALESCE(SUM(bits), 0) AS bits, ",
                     "COUNT(*) AS events FROM network_analytics_events ",
-                    "WHERE event_datetime >= ?1 AND datetime(event_datetime) >= datetime(?2) ",
+                    "WHERE event_datetime >= ?1 AND (substr(event_datetime, 11, 1) <> 'T' OR event_datetime >= ?2) ",
                     "AND ",
                     $key,
                     " IS NOT NULL AND CAST(",
@@ -114,9 +116,9 @@ pub struct DestinationTotal {
     pub bits: i64,
 }
 
-/// The text lower bound on the date that lets the index narrow a `datetime()` comparison.
-fn day_floor(since: DateTime<Utc>) -> String {
-    since.format("%Y-%m-%d").to_string()
+/// The lower bound in our form (`?1`) and in the legacy ISO form (`?2`).
+fn bounds(since: DateTime<Utc>) -> (String, String) {
+    (to_db(since), since.format("%Y-%m-%dT%H:%M:%S").to_string())
 }
 
 impl Store {
@@ -154,9 +156,10 @@ impl Store {
         since: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<TopRow>> {
+        let (ours, legacy) = bounds(since);
         let rows = sqlx::query_as(dimension.query())
-            .bind(day_floor(since))
-            .bind(to_db(since))
+            .bind(ours)
+            .bind(legacy)
             .bind(limit)
             .fetch_all(self.pool())
             .await?;
@@ -174,12 +177,12 @@ impl Store {
             "SELECT (CAST(strftime('%s', event_datetime) AS INTEGER) / ?3) * ?3 AS bucket, \
              COALESCE(SUM(packets), 0) AS packets, COALESCE(SUM(bits), 0) AS bits \
              FROM network_analytics_events \
-             WHERE event_datetime >= ?1 AND datetime(event_datetime) >= datetime(?2) \
+             WHERE event_datetime >= ?1 AND (substr(event_datetime, 11, 1) <> 'T' OR event_datetime >= ?2) \
              AND strftime('%s', event_datetime) IS NOT NULL \
              GROUP BY bucket ORDER BY bucket",
         )
-        .bind(day_floor(since))
-        .bind(to_db(since))
+        .bind(bounds(since).0)
+        .bind(bounds(since).1)
         .bind(bucket_seconds.max(1))
         .fetch_all(self.pool())
         .await?;
@@ -194,11 +197,11 @@ impl Store {
         let rows = sqlx::query_as(
             "SELECT destination_ip, COALESCE(SUM(packets), 0) AS packets, \
              COALESCE(SUM(bits), 0) AS bits FROM network_analytics_events \
-             WHERE event_datetime >= ?1 AND datetime(event_datetime) >= datetime(?2) \
+             WHERE event_datetime >= ?1 AND (substr(event_datetime, 11, 1) <> 'T' OR event_datetime >= ?2) \
              AND destination_ip IS NOT NULL GROUP BY destination_ip",
         )
-        .bind(day_floor(since))
-        .bind(to_db(since))
+        .bind(bounds(since).0)
+        .bind(bounds(since).1)
         .fetch_all(self.pool())
         .await?;
         Ok(rows)
