@@ -1,4 +1,4 @@
-//! End to end: the demo binary drives the real daemon binaries (built next to it by
+//! End to end: the demo binary drives the four real daemon binaries (built next to it by
 //! `cargo test --workspace`) through one attack lifecycle against cf-sim over loopback, with
 //! every daemon restarted mid-run; the database is then read with the `sqlite3` CLI, as an
 //! operator would, through the seed's tables.
@@ -26,15 +26,62 @@ fn sql(db: &Path, query: &str) -> Vec<String> {
         .collect()
 }
 
+/// Runs `mt-demo --restart-daemons --keep-running`; once it says it is still running, checks
+/// that the dashboard it names answers `/healthz`, then sends SIGINT as Ctrl-C would. Returns
+/// the output and whether the dashboard answered.
+fn run_demo_keeping_it_running(dir: &Path) -> (std::process::Output, bool) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::Stdio;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mt-demo"))
+        .arg("--dir")
+        .arg(dir)
+        .arg("--restart-daemons")
+        .arg("--keep-running")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        stderr_pipe.read_to_end(&mut buf).unwrap();
+        buf
+    });
+    let mut stdout = Vec::new();
+    let mut answered = false;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("Still running: the dashboard is http://") {
+            let addr = rest.split('/').next().unwrap().to_owned();
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").unwrap();
+            let mut answer = String::new();
+            s.read_to_string(&mut answer).unwrap();
+            answered = answer.starts_with("HTTP/1.0 200");
+            let sent = Command::new("kill")
+                .arg("-INT")
+                .arg(child.id().to_string())
+                .status()
+                .unwrap();
+            assert!(sent.success());
+        }
+        stdout.extend_from_slice(line.as_bytes());
+        stdout.push(b'\n');
+    }
+    let status = child.wait().unwrap();
+    let output = std::process::Output {
+        status,
+        stdout,
+        stderr: stderr.join().unwrap(),
+    };
+    (output, answered)
+}
+
 #[test]
 fn an_attack_is_logged_notified_and_withdrawn_once_calm_across_daemon_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_mt-demo"))
-        .arg("--dir")
-        .arg(dir.path())
-        .arg("--restart-daemons")
-        .output()
-        .unwrap();
+    let (out, kept_running) = run_demo_keeping_it_running(dir.path());
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let logs = |name: &str| {
@@ -47,8 +94,22 @@ fn an_attack_is_logged_notified_and_withdrawn_once_calm_across_daemon_restarts()
         logs("mt-autowithdraw")
     );
 
+    // With --keep-running everything stayed up after the lifecycle until Ctrl-C (SIGINT).
+    assert!(
+        kept_running,
+        "the dashboard answered after the demo: {stdout}"
+    );
+
     // The timeline: every daemon restarted once, the story told on Telegram in order.
-    assert_eq!(stdout.matches("] restarted mt-").count(), 3, "{stdout}");
+    assert_eq!(stdout.matches("] restarted mt-").count(), 4, "{stdout}");
+    // The dashboard, logged into with the demo's generated password, saw the attack.
+    assert!(
+        stdout.contains(
+            "dashboard (logged in as demo): 203.0.113.0/24 advertised=true under_attack=true"
+        ),
+        "{stdout}"
+    );
+    assert!(logs("mt-dashboard").contains("login user=demo"));
     let mut rest = stdout.as_ref();
     for step in [
         "Telegram: 🚨 DDoS ATTACK DETECTED",

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use chrono::{Duration, Utc};
 use common::*;
-use mt_common::ManualClock;
+use mt_common::{Clock, ManualClock};
 use mt_store::{OpenOptions, Store};
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
@@ -719,4 +719,35 @@ async fn sessions_end_after_their_ttl() {
         env.get("/api/prefixes", Some(&op)).await.status(),
         StatusCode::UNAUTHORIZED
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newest_of_autowithdraw_s_reading_and_a_logged_advertisement_wins() {
+    let env = Env::new().await;
+    let viewer = env.login(VIEWER).await;
+    let advertised = |status: &Value| status["prefixes"][0]["advertised"].clone();
+    let save = |advertised: bool, at| {
+        let store = env.store.clone();
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            tx.save_prefix_state(
+                &mt_store::PrefixState {
+                    prefix: ATTACKED.into(),
+                    advertised,
+                    ..Default::default()
+                },
+                at,
+            )
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    let now = env.clock.now();
+    // autowithdraw read Cloudflare a minute before the auto-advertisement webhook came in.
+    save(false, now - Duration::minutes(1)).await;
+    assert_eq!(advertised(&env.api("/api/prefixes", &viewer).await), true);
+    // Its next reading is newer than the webhook: it is authoritative again.
+    save(false, now + Duration::minutes(1)).await;
+    assert_eq!(advertised(&env.api("/api/prefixes", &viewer).await), false);
 }

@@ -103,12 +103,13 @@ pub async fn prefix_statuses(
             .map(|s| s.advertised)
             .or(row.map(|r| r.advertised));
         let mut advertised_since = state.as_ref().and_then(|s| s.advertised_modified_at);
-        // A manual change newer than autowithdraw's last reading of Cloudflare wins until
-        // its next cycle reads the new state (otherwise a prefix just withdrawn by hand would
-        // show as advertised for up to a cycle).
+        // An advertisement change logged after autowithdraw's last reading of Cloudflare (an
+        // auto-advertisement webhook, a manual advertise/withdraw) wins until its next cycle
+        // reads the new state; otherwise a prefix just advertised or withdrawn would show its
+        // old state for up to a cycle.
         if state.is_some() {
             let saved = store.prefix_state_saved_at(&cidr).await?;
-            if let Some((adv, at)) = store.last_manual_change(&cidr).await?
+            if let Some((adv, at)) = store.last_advertisement_event(&cidr).await?
                 && saved.is_none_or(|s| at >= s)
             {
                 advertised = Some(adv);

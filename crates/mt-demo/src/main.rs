@@ -1,6 +1,7 @@
 //! `mt-demo`: the README's first command. On loopback, with no Cloudflare account, it starts
-//! cf-sim (Cloudflare REST + GraphQL + Telegram, in this process) and the three **real daemon
-//! binaries** with a generated config, then plays one attack lifecycle at accelerated time:
+//! cf-sim (Cloudflare REST + GraphQL + Telegram, in this process) and the four **real daemon
+//! binaries** (the dashboard included, with a one-time demo login) with a generated config,
+//! then plays one attack lifecycle at accelerated time:
 //! webhook START → auto-advertisement → dropped traffic → attack END → calm → automatic
 //! withdrawal. It prints a timeline as it happens, the Telegram messages the fake received,
 //! `mtctl status` and `mtctl history`, and leaves the database in `--dir` for `sqlite3`.
@@ -27,11 +28,14 @@ const WEBHOOK_SECRET: &str = "demo-webhook-secret";
 const CHAT_ID: &str = "-1001234567890";
 /// How long the simulated attack lasts.
 const ATTACK: Duration = Duration::from_secs(30);
-const DAEMONS: [&str; 3] = [
+const DAEMONS: [&str; 4] = [
     "mt-webhook-receiver",
     "mt-network-analytics",
     "mt-autowithdraw",
+    "mt-dashboard",
 ];
+/// The dashboard user the demo creates (an operator; its password is new every run).
+const DASHBOARD_USER: &str = "demo";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -52,6 +56,10 @@ struct Cli {
     /// Give up (exit 1) when the prefix is not withdrawn within this many seconds.
     #[arg(long, default_value_t = 150)]
     timeout_secs: u64,
+    /// After the lifecycle, keep cf-sim and the daemons running (browse the dashboard) until
+    /// Ctrl-C.
+    #[arg(long)]
+    keep_running: bool,
 }
 
 fn main() -> ExitCode {
@@ -97,8 +105,18 @@ async fn run(cli: Cli) -> Result<()> {
         running.url()
     ));
     let receiver_port = free_port()?;
+    let dashboard_port = free_port()?;
+    let password = {
+        let mut buf = [0u8; 12];
+        getrandom::fill(&mut buf).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        hex::encode(buf)
+    };
+    let hash = mt_control::password::hash(&password).map_err(anyhow::Error::msg)?;
     let config = dir.join("config.toml");
-    std::fs::write(&config, config_text(&dir, &running, receiver_port))?;
+    std::fs::write(
+        &config,
+        config_text(&dir, &running, receiver_port, dashboard_port, &hash),
+    )?;
     t.say(format_args!("config written to {}", config.display()));
 
     let mut daemons = Daemons::new(bin_dir.clone(), dir.clone(), config.clone());
@@ -110,21 +128,41 @@ async fn run(cli: Cli) -> Result<()> {
         .timeout(Duration::from_secs(10))
         .build()?;
     let base = format!("http://127.0.0.1:{receiver_port}");
+    let dashboard = Dashboard {
+        base: format!("http://127.0.0.1:{dashboard_port}"),
+        password,
+    };
     wait_healthy(&http, &base, &mut daemons).await?;
+    wait_healthy(&http, &dashboard.base, &mut daemons).await?;
     t.say(format_args!(
         "daemons running: {} (logs in {})",
         DAEMONS.join(", "),
         dir.join("logs").display()
     ));
+    t.say(format_args!(
+        "dashboard: {}/ (user {DASHBOARD_USER}, password {}){}",
+        dashboard.base,
+        dashboard.password,
+        if cli.keep_running {
+            ""
+        } else {
+            "; add --keep-running to browse it after the demo"
+        }
+    ));
 
     let store =
         mt_store::Store::open(&mt_store::OpenOptions::new(dir.join("magic_transit.db"))).await?;
-    let result = lifecycle(&t, &sim, &http, &base, &mut daemons, &store, &cli).await;
+    let endpoints = Endpoints {
+        receiver: base,
+        dashboard,
+    };
+    let result = lifecycle(&t, &sim, &http, &endpoints, &mut daemons, &store, &cli).await;
+    let dashboard = endpoints.dashboard;
     let mut messages = sim.telegram_messages().into_iter().peekable();
     let patches = sim.patches();
-    daemons.stop_all().await;
-    store.close().await;
-    running.stop().await;
+    if !cli.keep_running {
+        daemons.stop_all().await;
+    }
 
     println!("\n=== Telegram messages received by the fake ===");
     if messages.peek().is_none() {
@@ -161,7 +199,84 @@ async fn run(cli: Cli) -> Result<()> {
         mtctl = bin_dir.join("mtctl").display(),
         config = config.display(),
     );
+    if cli.keep_running {
+        println!(
+            "\nStill running: the dashboard is {}/ (user {DASHBOARD_USER}, password {}). Ctrl-C stops everything.",
+            dashboard.base, dashboard.password
+        );
+        tokio::signal::ctrl_c().await?;
+        daemons.stop_all().await;
+    }
+    store.close().await;
+    running.stop().await;
     Ok(())
+}
+
+/// Where the demo talks to the daemons.
+struct Endpoints {
+    /// mt-webhook-receiver's base URL.
+    receiver: String,
+    dashboard: Dashboard,
+}
+
+/// The dashboard started by the demo, and the demo user's password.
+struct Dashboard {
+    base: String,
+    password: String,
+}
+
+impl Dashboard {
+    /// Logs in as the demo user (the login form's token and cookie, as a browser does) and
+    /// reads `/api/prefixes`.
+    async fn prefixes(&self) -> Result<serde_json::Value> {
+        // The login answers 303 with the session cookie: read it, do not follow.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        let form = http.get(format!("{}/login", self.base)).send().await?;
+        let cookie = set_cookie(&form, "mt_login").context("no login cookie")?;
+        let html = form.text().await?;
+        let csrf = html
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .context("no token in the login form")?
+            .to_owned();
+        let login = http
+            .post(format!("{}/login", self.base))
+            .header("cookie", cookie)
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("user", DASHBOARD_USER),
+                ("password", self.password.as_str()),
+            ])
+            .send()
+            .await?;
+        let session = set_cookie(&login, "mt_session")
+            .with_context(|| format!("dashboard login refused ({})", login.status()))?;
+        let status = http
+            .get(format!("{}/api/prefixes", self.base))
+            .header("cookie", session)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(status)
+    }
+}
+
+/// `name=value` of the `Set-Cookie` header naming `name`.
+fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with(&format!("{name}=")))
+        .and_then(|c| c.split(';').next())
+        .map(str::to_owned)
 }
 
 /// The lifecycle itself; returns once Cloudflare (the fake) reports the prefix withdrawn.
@@ -169,11 +284,12 @@ async fn lifecycle(
     t: &Timeline,
     sim: &Sim,
     http: &reqwest::Client,
-    base: &str,
+    endpoints: &Endpoints,
     daemons: &mut Daemons,
     store: &mt_store::Store,
     cli: &Cli,
 ) -> Result<()> {
+    let (base, dashboard) = (endpoints.receiver.as_str(), &endpoints.dashboard);
     let url = format!("{base}/webhook");
     let from = (sim.now() - sim.start()).num_seconds();
     let attack_secs = i64::try_from(ATTACK.as_secs())?;
@@ -201,6 +317,14 @@ async fn lifecycle(
     .await?;
     t.say(format_args!(
         "Cloudflare auto-advertises {CIDR}; webhook fbm_auto_advertisement delivered"
+    ));
+    let status = dashboard.prefixes().await?;
+    let p = &status["prefixes"][0];
+    t.say(format_args!(
+        "dashboard (logged in as {DASHBOARD_USER}): {} advertised={} under_attack={}",
+        p["prefix"].as_str().unwrap_or("?"),
+        p["advertised"],
+        p["under_attack"]
     ));
 
     let started = Instant::now();
@@ -300,7 +424,13 @@ fn scenario() -> Result<Scenario> {
 }
 
 /// The generated config: production keys, accelerated durations.
-fn config_text(dir: &Path, sim: &cf_sim::Running, receiver_port: u16) -> String {
+fn config_text(
+    dir: &Path,
+    sim: &cf_sim::Running,
+    receiver_port: u16,
+    dashboard_port: u16,
+    password_hash: &str,
+) -> String {
     let s = Scenario::default();
     format!(
         r#"# Generated by mt-demo: every daemon on loopback against cf-sim, durations accelerated.
@@ -342,6 +472,14 @@ metrics_listen = "127.0.0.1:0"
 api_url = "{telegram}"
 chat_id = "{CHAT_ID}"
 org_name = "Demo SOC"
+
+[dashboard]
+listen = "127.0.0.1:{dashboard_port}"
+
+[[dashboard.users]]
+name = "{DASHBOARD_USER}"
+password_hash = "{password_hash}"
+role = "operator"
 "#,
         db = toml_path(&dir.join("magic_transit.db")),
         account = s.account_id,
@@ -495,6 +633,7 @@ impl Daemons {
     }
 }
 
+/// Waits until `base/healthz` answers 200 (the receiver or the dashboard).
 async fn wait_healthy(http: &reqwest::Client, base: &str, daemons: &mut Daemons) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -505,7 +644,7 @@ async fn wait_healthy(http: &reqwest::Client, base: &str, daemons: &mut Daemons)
             return Ok(());
         }
         if Instant::now() >= deadline {
-            bail!("mt-webhook-receiver did not answer /healthz within 30s");
+            bail!("{base}/healthz did not answer within 30s");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -233,20 +233,23 @@ impl Store {
         Ok(at.flatten().as_deref().and_then(from_db))
     }
 
-    /// The newest manual advertise/withdraw of `prefix` (mtctl or the dashboard): whether it
-    /// advertised, and when.
-    pub async fn last_manual_change(&self, prefix: &str) -> Result<Option<(bool, DateTime<Utc>)>> {
+    /// The newest `ADVERTISE`/`WITHDRAW` attack event of `prefix` (an auto-advertisement
+    /// webhook, mtctl, the dashboard, autowithdraw): whether it advertised, and when.
+    pub async fn last_advertisement_event(
+        &self,
+        prefix: &str,
+    ) -> Result<Option<(bool, DateTime<Utc>)>> {
         let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT action_taken, CAST(created_at AS TEXT) FROM attack_events \
-             WHERE prefix = ?1 AND action_taken IN ('advertised_manual', 'withdrawn_manual') \
+            "SELECT event_type, CAST(created_at AS TEXT) FROM attack_events \
+             WHERE prefix = ?1 AND event_type IN ('ADVERTISE', 'WITHDRAW') \
              ORDER BY id DESC LIMIT 1",
         )
         .bind(prefix)
         .fetch_optional(self.pool())
         .await?;
-        Ok(row.and_then(|(action, at)| {
+        Ok(row.and_then(|(kind, at)| {
             let at = at.as_deref().and_then(from_db)?;
-            Some((action.as_deref() == Some("advertised_manual"), at))
+            Some((kind.as_deref() == Some("ADVERTISE"), at))
         }))
     }
 }
