@@ -23,6 +23,8 @@ const LOGIN_FORM_TTL_SECS: i64 = 600;
 const MAX_SESSIONS: usize = 10_000;
 /// At most this many remembered failure keys (user names and addresses).
 const MAX_FAILURE_KEYS: usize = 100_000;
+/// Longer user names are refused without a password check (and never stored as a key).
+pub const MAX_NAME_CHARS: usize = 100;
 /// Password checks running at once (each argon2 check takes ~19 MiB and tens of ms); more
 /// logins wait, so a flood of logins cannot exhaust memory or the blocking pool.
 const MAX_CONCURRENT_CHECKS: usize = 4;
@@ -164,11 +166,16 @@ impl Auth {
         !self.users.is_empty()
     }
 
+    /// Failures count per client address and per user name from that address. Not per user
+    /// name alone: anyone could then lock a named operator out during an attack.
     fn failure_keys(name: &str, client: &str) -> [String; 2] {
-        [
-            format!("user:{}", name.trim().to_lowercase()),
-            format!("addr:{client}"),
-        ]
+        let name: String = name
+            .trim()
+            .to_lowercase()
+            .chars()
+            .take(MAX_NAME_CHARS)
+            .collect();
+        [format!("addr:{client}"), format!("pair:{name}|{client}")]
     }
 
     /// Refuses a login attempt while its user name or client address is locked out.
@@ -195,6 +202,18 @@ impl Auth {
         if failures.len() >= MAX_FAILURE_KEYS {
             let lockout = self.lockout;
             failures.retain(|_, times| times.back().is_some_and(|t| *t + lockout > now));
+            if failures.len() >= MAX_FAILURE_KEYS {
+                // Still full of live entries: forget the oldest tenth (bounded memory wins
+                // over remembering every address of a very wide spray).
+                let mut newest: Vec<(DateTime<Utc>, String)> = failures
+                    .iter()
+                    .filter_map(|(k, t)| t.back().map(|t| (*t, k.clone())))
+                    .collect();
+                newest.sort();
+                for (_, k) in newest.into_iter().take(MAX_FAILURE_KEYS / 10) {
+                    failures.remove(&k);
+                }
+            }
         }
         for key in Self::failure_keys(name, client) {
             let times = failures.entry(key).or_default();
@@ -216,6 +235,10 @@ impl Auth {
     ) -> Result<(String, Session), LoginRefused> {
         self.check_limit(name, client, now)
             .map_err(LoginRefused::Locked)?;
+        if name.chars().count() > MAX_NAME_CHARS {
+            self.record_failure(name, client, now);
+            return Err(LoginRefused::Denied);
+        }
         let user = self.users.iter().find(|u| u.name == name).cloned();
         let hash = user
             .as_ref()
@@ -223,19 +246,20 @@ impl Auth {
         let password = password.to_owned();
         let matches = match self.checks.acquire().await {
             Ok(_permit) => {
+                // Checked again: other attempts may have failed while this one waited, and a
+                // locked-out flood must not cost a password check each.
+                self.check_limit(name, client, now)
+                    .map_err(LoginRefused::Locked)?;
                 tokio::task::spawn_blocking(move || mt_control::password::verify(&password, &hash))
                     .await
                     .unwrap_or(false)
             }
             Err(_) => false,
         };
-        // Checked again: other attempts may have failed while this one waited.
-        self.check_limit(name, client, now)
-            .map_err(LoginRefused::Locked)?;
         match user {
             Some(user) if matches => {
                 let key = Self::failure_keys(name, client);
-                lock(&self.failures).remove(&key[0]);
+                lock(&self.failures).remove(&key[1]);
                 let token = random_token();
                 let session = Session {
                     user: user.name,
@@ -322,6 +346,11 @@ impl Auth {
         format!("{SESSION_COOKIE}=; {}", self.attributes("/", 0))
     }
 
+    /// `Set-Cookie` value removing the login form's token.
+    pub fn clear_login_cookie(&self) -> String {
+        format!("{LOGIN_COOKIE}=; {}", self.attributes("/login", 0))
+    }
+
     /// `Set-Cookie` value for the login form's token.
     pub fn login_cookie(&self, token: &str) -> String {
         format!(
@@ -331,12 +360,18 @@ impl Auth {
     }
 }
 
-/// The value of cookie `name` in a `Cookie` header.
-pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
-    header.split(';').find_map(|pair| {
+/// Every value of cookie `name` in a `Cookie` header (a cookie set by a sibling domain can
+/// carry the same name; callers try each).
+pub fn cookies<'a>(header: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    header.split(';').filter_map(move |pair| {
         let (k, v) = pair.trim().split_once('=')?;
         (k == name).then_some(v)
     })
+}
+
+/// The first value of cookie `name` in a `Cookie` header.
+pub fn cookie<'a>(header: &'a str, name: &'a str) -> Option<&'a str> {
+    cookies(header, name).next()
 }
 
 #[cfg(test)]
@@ -361,7 +396,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn lockout_per_user_and_address_then_expiry() {
+    async fn lockout_per_address_and_per_user_from_that_address_then_expiry() {
         let auth = Auth::new(&config(3)).unwrap();
         for _ in 0..3 {
             assert_eq!(
@@ -369,21 +404,32 @@ mod tests {
                 Some(LoginRefused::Denied)
             );
         }
-        // Locked by user name even with the right password and from another address.
+        // That address is locked, even with the right password, for any user name.
         let locked = auth
-            .login("alice", "alice's long password", "10.0.0.2", now())
+            .login("alice", "alice's long password", "10.0.0.1", now())
             .await;
         assert_eq!(locked.err(), Some(LoginRefused::Locked(900)));
-        // … and by address for another user name.
         assert!(matches!(
             auth.login("bob", "x", "10.0.0.1", now()).await,
             Err(LoginRefused::Locked(_))
         ));
-        let later = now() + chrono::Duration::minutes(15);
+        // Someone guessing from elsewhere cannot lock alice out of her own address.
         let ok = auth
-            .login("alice", "alice's long password", "10.0.0.2", later)
+            .login("alice", "alice's long password", "10.0.0.2", now())
             .await;
         assert!(ok.is_ok());
+        let later = now() + chrono::Duration::minutes(15);
+        let ok = auth
+            .login("alice", "alice's long password", "10.0.0.1", later)
+            .await;
+        assert!(ok.is_ok());
+        // Absurd user names are refused without a check and never stored whole.
+        let long = "x".repeat(MAX_NAME_CHARS + 1);
+        assert_eq!(
+            auth.login(&long, "pw", "10.0.0.3", later).await.err(),
+            Some(LoginRefused::Denied)
+        );
+        assert!(lock(&auth.failures).keys().all(|k| k.len() < 200));
     }
 
     #[tokio::test]
@@ -412,6 +458,10 @@ mod tests {
             Some("abc")
         );
         assert_eq!(cookie("mt_session_x=abc", "mt_session"), None);
+        assert_eq!(
+            cookies("mt_session=a; mt_session=b", "mt_session").collect::<Vec<_>>(),
+            ["a", "b"]
+        );
         assert!(tokens_match("abc", "abc"));
         assert!(!tokens_match("abc", "abd"));
         assert!(!tokens_match("", ""));

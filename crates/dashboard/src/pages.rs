@@ -14,7 +14,7 @@ use mt_control::{Actor, AdvertiseOutcome, ControlError, PrefixStatus, Via, durat
 use mt_store::{AuditEntry, Hold, NewAudit, PendingWithdrawal, WebhookEvent};
 use serde::Deserialize;
 
-use crate::auth::{Flash, LOGIN_COOKIE, LoginRefused, cookie, random_token, tokens_match};
+use crate::auth::{Flash, LOGIN_COOKIE, LoginRefused, cookies, random_token, tokens_match};
 use crate::views::{self, AnalyticsView, Window, bits, count};
 use crate::{AppState, Authed, cross_site};
 
@@ -191,12 +191,13 @@ pub async fn login(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let form_token = headers
+    let form_token_matches = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find_map(|h| cookie(h, LOGIN_COOKIE));
-    if cross_site(&headers) || !form_token.is_some_and(|t| tokens_match(t, &form.csrf)) {
+        .flat_map(|h| cookies(h, LOGIN_COOKIE))
+        .any(|t| tokens_match(t, &form.csrf));
+    if cross_site(&headers) || !form_token_matches {
         return login_page(
             &state,
             StatusCode::FORBIDDEN,
@@ -204,9 +205,11 @@ pub async fn login(
             "",
         );
     }
-    let client = connect
-        .map(|Extension(ConnectInfo(addr))| addr.ip().to_string())
-        .unwrap_or_else(|| "unknown".into());
+    let client = client_address(
+        &state.config.dashboard.trusted_proxies,
+        connect.map(|Extension(ConnectInfo(addr))| addr.ip()),
+        &headers,
+    );
     let name = form.user.trim().to_owned();
     let now = state.clock.now();
     match state.auth.login(&name, &form.password, &client, now).await {
@@ -216,7 +219,7 @@ pub async fn login(
             let mut response = Redirect::to("/").into_response();
             for c in [
                 state.auth.session_cookie(&token),
-                format!("{LOGIN_COOKIE}=; Path=/login; Max-Age=0; HttpOnly; SameSite=Strict"),
+                state.auth.clear_login_cookie(),
             ] {
                 if let Ok(v) = HeaderValue::from_str(&c) {
                     response.headers_mut().append(header::SET_COOKIE, v);
@@ -243,7 +246,11 @@ pub async fn login(
         Err(LoginRefused::Denied) => {
             tracing::warn!(user = %name, %client, "login failed");
             if state.auth.is_user(&name) {
-                audit_login(&state, &name, "login", "failed", &client).await;
+                // Not awaited: the answer must not take longer for a real user name.
+                let (state, name, client) = (state.clone(), name.clone(), client.clone());
+                tokio::spawn(async move {
+                    audit_login(&state, &name, "login", "failed", &client).await;
+                });
             }
             login_page(
                 &state,
@@ -252,6 +259,44 @@ pub async fn login(
                 &name,
             )
         }
+    }
+}
+
+/// The client's address for rate limiting and the audit: the TCP peer, or, when the peer is a
+/// trusted proxy, the nearest `X-Forwarded-For` hop that is not one (the leftmost entries are
+/// whatever the client sent). IPv6 clients count per /64, what one host usually has.
+pub fn client_address(
+    trusted: &[ipnet::IpNet],
+    peer: Option<std::net::IpAddr>,
+    headers: &HeaderMap,
+) -> String {
+    let Some(mut client) = peer else {
+        return "unknown".into();
+    };
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if is_trusted(&client) {
+        let hops: Vec<std::net::IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|v| v.trim().parse().ok())
+            .collect();
+        for hop in hops.into_iter().rev() {
+            client = hop;
+            if !is_trusted(&hop) {
+                break;
+            }
+        }
+    }
+    match client {
+        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => ipnet::Ipv6Net::new(v6, 64)
+            .map(|n| n.trunc().to_string())
+            .unwrap_or_else(|_| v6.to_string()),
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or_else(String::new, |v4| v4.to_string()),
+        v4 => v4.to_string(),
     }
 }
 
@@ -301,6 +346,26 @@ pub async fn logout(
         response.headers_mut().append(header::SET_COOKIE, v);
     }
     response
+}
+
+/// Audits a refused action attempt (outcome `denied`) without delaying the answer.
+fn audit_denied(state: &AppState, authed: &Authed, action: &str, prefix: &str, why: &str) {
+    let (state, user) = (state.clone(), authed.session.user.clone());
+    let (action, prefix, why) = (action.to_owned(), prefix.trim().to_owned(), why.to_owned());
+    tokio::spawn(async move {
+        let entry = NewAudit {
+            at: state.clock.now(),
+            actor: &user,
+            via: Via::Dashboard.as_str(),
+            action: &action,
+            prefix: (!prefix.is_empty()).then_some(prefix.as_str()),
+            detail: Some(&why),
+            outcome: "denied",
+        };
+        if let Err(e) = state.store.audit(&entry).await {
+            tracing::error!(error = %e, "could not audit a refused action");
+        }
+    });
 }
 
 fn csrf_rejected(state: &AppState, authed: &Authed) -> Response {
@@ -568,13 +633,50 @@ pub async fn action(
     Form(form): Form<ActionForm>,
 ) -> Response {
     if cross_site(&headers) || !tokens_match(&authed.session.csrf, &form.csrf) {
+        audit_denied(
+            &state,
+            &authed,
+            &action,
+            &form.prefix,
+            "missing, wrong or cross-site CSRF token",
+        );
         return csrf_rejected(&state, &authed);
     }
     if !authed.session.is_operator() {
+        audit_denied(
+            &state,
+            &authed,
+            &action,
+            &form.prefix,
+            "viewers may not act",
+        );
         return operators_only(&state, &authed);
     }
+    if !matches!(action.as_str(), "withdraw" | "advertise" | "pin" | "unpin") {
+        return not_found(Uri::from_static("/actions")).await;
+    }
+    // The action runs in its own task: a closed tab or a proxy timeout must not cancel it
+    // between Cloudflare's answer and the rows that record it.
+    let task = tokio::spawn(perform(
+        state.clone(),
+        authed.session.user.clone(),
+        action,
+        form,
+    ));
+    let flash = match task.await {
+        Ok(flash) => flash,
+        Err(e) => Flash {
+            ok: false,
+            text: format!("the action failed unexpectedly: {e}"),
+        },
+    };
+    state.auth.set_flash(&authed.token, flash);
+    Redirect::to("/").into_response()
+}
+
+async fn perform(state: AppState, user: String, action: String, form: ActionForm) -> Flash {
     let actor = Actor {
-        name: authed.session.user.clone(),
+        name: user,
         via: Via::Dashboard,
     };
     let config = &state.config;
@@ -627,9 +729,9 @@ pub async fn action(
                     format!("{prefix} was not pinned.")
                 }
             }),
-        _ => return not_found(Uri::from_static("/actions")).await,
+        other => Err(ControlError::Invalid(format!("unknown action {other:?}"))),
     };
-    let flash = match result {
+    match result {
         Ok(text) => {
             tracing::info!(user = %actor.name, action, prefix, "action done");
             Flash { ok: true, text }
@@ -641,9 +743,7 @@ pub async fn action(
                 text: format!("{action} {prefix}: {e}"),
             }
         }
-    };
-    state.auth.set_flash(&authed.token, flash);
-    Redirect::to("/").into_response()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -700,8 +800,17 @@ pub(crate) fn attack_range(state: &AppState, f: &AttackFilter) -> Result<AttackR
     };
     let until = match f.until.trim() {
         "" => None,
+        // A date alone means the whole day.
+        s if s.len() == 10 => Some(
+            parse_time(s).ok_or_else(|| format!("to: {s:?} is not YYYY-MM-DD[ HH:MM]"))?
+                + chrono::Duration::days(1)
+                - chrono::Duration::seconds(1),
+        ),
         s => Some(parse_time(s).ok_or_else(|| format!("to: {s:?} is not YYYY-MM-DD[ HH:MM]"))?),
     };
+    if until.is_some_and(|u| u < since) {
+        return Err("the range ends before it starts (to is earlier than from)".into());
+    }
     Ok((prefix, since, until))
 }
 
@@ -1172,5 +1281,60 @@ pub async fn audit(State(state): State<AppState>, authed: Authed) -> Response {
             },
         ),
         Err(e) => db_error(&state, &authed, &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xff(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static("")),
+        );
+        h
+    }
+
+    #[test]
+    fn client_address_believes_only_trusted_proxies() {
+        let proxy: Vec<ipnet::IpNet> =
+            vec!["127.0.0.1/32".parse().unwrap_or_else(|_| unreachable!())];
+        let local = Some("127.0.0.1".parse().unwrap_or_else(|_| unreachable!()));
+        let remote = Some("192.0.2.7".parse().unwrap_or_else(|_| unreachable!()));
+        // Through the trusted proxy: the nearest untrusted hop, not what the client wrote first.
+        assert_eq!(
+            client_address(&proxy, local, &xff("6.6.6.6, 198.51.100.9")),
+            "198.51.100.9"
+        );
+        // Not through it: the header is ignored.
+        assert_eq!(
+            client_address(&proxy, remote, &xff("198.51.100.9")),
+            "192.0.2.7"
+        );
+        assert_eq!(
+            client_address(&[], local, &xff("198.51.100.9")),
+            "127.0.0.1"
+        );
+        // IPv6 clients count per /64.
+        assert_eq!(
+            client_address(&proxy, local, &xff("2001:db8:1:2:aaaa::1")),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(client_address(&proxy, None, &HeaderMap::new()), "unknown");
+    }
+
+    #[test]
+    fn times_parse_in_every_accepted_form() {
+        for s in [
+            "2026-11-20",
+            "2026-11-20 10:00",
+            "2026-11-20T10:00",
+            "2026-11-20 10:00:00",
+        ] {
+            assert!(parse_time(s).is_some(), "{s}");
+        }
+        assert!(parse_time("yesterday").is_none());
     }
 }

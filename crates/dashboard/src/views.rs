@@ -90,7 +90,9 @@ struct Building {
 impl Building {
     fn finish(self, now: DateTime<Utc>) -> Incident {
         let under_attack = !self.open_attacks.is_empty() || self.anonymous_start_open;
-        let state = if self.withdrawn.is_some() {
+        let state = if self.withdrawn.is_some() && under_attack {
+            "withdrawn during attack"
+        } else if self.withdrawn.is_some() {
             "withdrawn"
         } else if under_attack {
             "under attack"
@@ -133,14 +135,19 @@ fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     }
 }
 
-/// Groups attack events (oldest first) into incidents, newest incident first.
+/// Groups attack events (oldest first) into incidents, newest incident first. `now` is the end
+/// of the range shown: open attacks are measured up to it.
 ///
 /// Per prefix, an incident opens with the first START or ADVERTISE after the previous
 /// incident's WITHDRAW and closes with the next WITHDRAW; several STARTs within it (multi-vector
-/// attacks) merge into it. Events without a prefix are grouped by attack id.
+/// attacks) merge into it. An event without a prefix joins the prefix its attack id was first
+/// seen with, else it is grouped by attack id. A WITHDRAW while attacks are still open closes
+/// the incident as "withdrawn during attack" and the open attacks carry on into the next one.
 pub fn incidents(events: &[AttackEvent], now: DateTime<Utc>) -> Vec<Incident> {
     let mut open: BTreeMap<String, Building> = BTreeMap::new();
     let mut done: Vec<(DateTime<Utc>, Incident)> = Vec::new();
+    let mut key_of_attack: std::collections::HashMap<String, String> =
+        std::collections::HashMap::new();
     for e in events {
         let Some(kind) = e.event_type.as_deref().map(str::to_uppercase) else {
             continue;
@@ -152,13 +159,24 @@ pub fn incidents(events: &[AttackEvent], now: DateTime<Utc>) -> Vec<Incident> {
         let attack_id = e.attack_id.clone().filter(|a| !a.trim().is_empty());
         let key = match (&prefix, &attack_id) {
             (Some(p), _) => format!("p:{p}"),
-            (None, Some(a)) => format!("a:{a}"),
+            (None, Some(a)) => key_of_attack
+                .get(a)
+                .cloned()
+                .unwrap_or_else(|| format!("a:{a}")),
             (None, None) => continue,
         };
+        if let Some(a) = &attack_id {
+            key_of_attack
+                .entry(a.clone())
+                .or_insert_with(|| key.clone());
+        }
         let b = open.entry(key.clone()).or_insert_with(|| Building {
             prefix: prefix.clone(),
             ..Building::default()
         });
+        if b.prefix.is_none() {
+            b.prefix.clone_from(&prefix);
+        }
         b.steps.push(Step {
             event_type: kind.clone(),
             at: to_db(at),
@@ -191,7 +209,24 @@ pub fn incidents(events: &[AttackEvent], now: DateTime<Utc>) -> Vec<Incident> {
             "WITHDRAW" => {
                 b.withdrawn = Some(at);
                 if let Some(finished) = open.remove(&key) {
+                    let carry = (!finished.open_attacks.is_empty()
+                        || finished.anonymous_start_open)
+                        .then(|| Building {
+                            prefix: finished.prefix.clone(),
+                            attack_ids: finished.open_attacks.clone(),
+                            open_attacks: finished.open_attacks.clone(),
+                            anonymous_start_open: finished.anonymous_start_open,
+                            vectors: finished.vectors.clone(),
+                            policy_names: finished.policy_names.clone(),
+                            started: finished.started,
+                            peak_pps: finished.peak_pps,
+                            peak_mbps: finished.peak_mbps,
+                            ..Building::default()
+                        });
                     done.push((at, finished.finish(now)));
+                    if let Some(next) = carry {
+                        open.insert(key, next);
+                    }
                 }
             }
             _ => {}
@@ -228,12 +263,18 @@ pub async fn attacks(
     until: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> mt_store::Result<AttacksView> {
-    let events = store
-        .attack_events_between(Some(since), until, prefix.as_deref(), MAX_ATTACK_EVENTS)
+    let mut events = store
+        .attack_events_between(Some(since), until, prefix.as_deref(), MAX_ATTACK_EVENTS + 1)
         .await?;
+    // One more than shown tells whether older events were cut off (they are the first).
+    let truncated = events.len() > MAX_ATTACK_EVENTS as usize;
+    if truncated {
+        events.remove(0);
+    }
+    let end = until.map_or(now, |u| u.min(now));
     Ok(AttacksView {
-        truncated: events.len() >= MAX_ATTACK_EVENTS as usize,
-        incidents: incidents(&events, now),
+        truncated,
+        incidents: incidents(&events, end),
         prefix,
         since: to_db(since),
         until: until.map(to_db),
@@ -437,6 +478,30 @@ mod tests {
         assert_eq!(first.protected_seconds, Some(39 * 60));
         assert_eq!(first.peak_pps, Some(5000.0));
         assert_eq!(first.steps.len(), 6);
+    }
+
+    #[test]
+    fn withdrawn_during_an_attack_and_prefixless_ends() {
+        let p = "203.0.113.0/24";
+        let events = vec![
+            event(1, "START", p, "a1", "2026-11-20 10:00:00"),
+            event(2, "WITHDRAW", p, "", "2026-11-20 10:05:00"),
+            // The END arrives without a prefix: it still closes a1 in the carried incident.
+            event(3, "END", "", "a1", "2026-11-20 10:20:00"),
+        ];
+        let now = from_db("2026-11-20 11:00:00").unwrap_or_default();
+        let list = incidents(&events, now);
+        assert_eq!(list.len(), 2, "{list:?}");
+        assert_eq!(list[1].state, "withdrawn during attack");
+        assert_eq!(list[0].prefix.as_deref(), Some(p));
+        assert_eq!(list[0].state, "ended");
+        assert_eq!(list[0].attack_seconds, Some(20 * 60));
+        // Open attacks are measured to the end of the range, not to today.
+        let open = incidents(
+            &events[..1],
+            from_db("2026-11-20 10:30:00").unwrap_or_default(),
+        );
+        assert_eq!(open[0].attack_seconds, Some(30 * 60));
     }
 
     #[test]

@@ -381,6 +381,23 @@ async fn every_page_and_api_shows_the_seeded_data_to_a_viewer() {
         .api(&format!("/api/attacks?prefix={CALM}"), &viewer)
         .await;
     assert_eq!(other["incidents"].as_array().unwrap().len(), 0);
+    // A date alone as the end means that whole day; an end before the start is refused.
+    let today = env.clock.now().format("%Y-%m-%d").to_string();
+    let day = env
+        .api(
+            &format!("/api/attacks?since={today}&until={today}"),
+            &viewer,
+        )
+        .await;
+    assert_eq!(day["incidents"].as_array().unwrap().len(), 1, "{day}");
+    assert!(day["until"].as_str().unwrap().ends_with("23:59:59"));
+    let backwards = env
+        .get(
+            &format!("/api/attacks?since={today}&until=2000-01-01"),
+            Some(&viewer),
+        )
+        .await;
+    assert_eq!(backwards.status(), StatusCode::BAD_REQUEST);
     let bad = env.get("/api/attacks?since=yesterday", Some(&viewer)).await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     assert!(bad.text().await.unwrap().contains("YYYY-MM-DD"));
@@ -530,9 +547,23 @@ async fn viewers_cannot_act_and_every_form_needs_the_session_csrf_token() {
     // Nothing changed anywhere.
     assert!(env.sim.sim.patches().is_empty());
     assert!(env.store.active_pins(Utc::now()).await.unwrap().is_empty());
-    assert!(
-        env.audit().await.iter().all(|a| a.1 == "login"),
-        "only the logins are audited"
+    // The refused attempts are audited as denied (written in the background).
+    let mut denied = 0;
+    for _ in 0..50 {
+        let audit = env.audit().await;
+        assert!(
+            audit.iter().all(|a| a.1 == "login" || a.3 == "denied"),
+            "{audit:?}"
+        );
+        denied = audit.iter().filter(|a| a.3 == "denied").count();
+        if denied == 8 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        denied, 8,
+        "4 viewer attempts, 3 bad tokens, 1 cross-site post"
     );
 }
 
@@ -562,6 +593,18 @@ async fn operators_pin_withdraw_and_advertise_through_the_mtctl_code_path() {
         .await;
     assert_eq!(bad.status(), StatusCode::SEE_OTHER);
     assert!(env.page("/", &op).await.contains("(e.g. 2h, 3days)"));
+    env.post(
+        "/actions/pin",
+        Some(&op),
+        &[
+            ("csrf", op.csrf.as_str()),
+            ("prefix", ATTACKED),
+            ("reason", "x"),
+            ("duration", "0s"),
+        ],
+    )
+    .await;
+    assert!(env.page("/", &op).await.contains("would end at once"));
     assert!(env.store.active_pins(Utc::now()).await.unwrap().is_empty());
     let r = env
         .post(

@@ -366,12 +366,17 @@ pub struct DashboardConfig {
     /// How long a login lasts.
     #[serde(with = "humantime_serde")]
     pub session_ttl: Duration,
-    /// Failed logins (per user name, and per client address) before further attempts are
-    /// refused for `login_lockout`.
+    /// Failed logins (per client address, and per user name from one address) before
+    /// attempts are refused for `login_lockout`.
     pub login_max_failures: u32,
     /// How long failed logins are remembered and a locked-out login stays refused.
     #[serde(with = "humantime_serde")]
     pub login_lockout: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (addresses or CIDRs). Behind a
+    /// proxy that is not listed, every login comes from the proxy's address and shares one
+    /// failure count.
+    #[serde(deserialize_with = "de_proxies", serialize_with = "ser_display_vec")]
+    pub trusted_proxies: Vec<IpNet>,
     /// `[[dashboard.users]]`
     pub users: Vec<DashboardUser>,
 }
@@ -384,6 +389,7 @@ impl Default for DashboardConfig {
             session_ttl: Duration::from_secs(12 * 3600),
             login_max_failures: 5,
             login_lockout: Duration::from_secs(15 * 60),
+            trusted_proxies: Vec::new(),
             users: Vec::new(),
         }
     }

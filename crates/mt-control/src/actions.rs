@@ -121,6 +121,18 @@ fn client(config: &Config) -> Result<Client, ControlError> {
     .map_err(|e| ControlError::NotConfigured(e.to_string()))
 }
 
+/// The in-process lock serialising changes of one prefix.
+fn prefix_lock(cidr: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static LOCKS: OnceLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    locks.entry(cidr.to_owned()).or_default().clone()
+}
+
 fn verb(advertise: bool) -> &'static str {
     if advertise { "advertise" } else { "withdraw" }
 }
@@ -164,6 +176,10 @@ pub async fn set_advertised(
     let prefix = require_configured(config, cidr)?;
     let cidr = prefix.cidr.to_string();
     let action = verb(advertise);
+    // One change of a prefix at a time in this process (a double-click, two operators): the
+    // second then sees the first's result instead of Cloudflare's 15-minute refusal.
+    let guard = prefix_lock(&cidr);
+    let _held = guard.lock().await;
     let cf = match client(config) {
         Ok(cf) => cf,
         Err(e) => {
@@ -226,65 +242,113 @@ pub async fn set_advertised(
     let tool = actor.via.as_str();
     match result {
         Ok(after) => {
-            let mut tx = store.begin().await?;
-            let (event_type, taken) = if advertise {
-                (EventType::Advertise, ActionTaken::AdvertisedManual)
-            } else {
-                (EventType::Withdraw, ActionTaken::WithdrawnManual)
-            };
-            tx.insert_attack_event(&NewAttackEvent {
-                prefix: Some(cidr.clone()),
-                raw_payload: Some(serde_json::json!({ "operator": who, "via": tool }).to_string()),
-                ..NewAttackEvent::new(event_type, taken, now)
-            })
-            .await?;
-            let message = if advertise {
-                tx.mark_prefix_advertised(&cidr, now).await?;
-                Message::ManualAdvertisement(ManualAdvertisement {
-                    prefix: cidr.clone(),
-                    operator: who.to_owned(),
-                    at: now,
+            let record = async {
+                let mut tx = store.begin().await?;
+                let (event_type, taken) = if advertise {
+                    (EventType::Advertise, ActionTaken::AdvertisedManual)
+                } else {
+                    (EventType::Withdraw, ActionTaken::WithdrawnManual)
+                };
+                tx.insert_attack_event(&NewAttackEvent {
+                    prefix: Some(cidr.clone()),
+                    raw_payload: Some(
+                        serde_json::json!({ "operator": who, "via": tool }).to_string(),
+                    ),
+                    ..NewAttackEvent::new(event_type, taken, now)
                 })
-            } else {
-                let advertised_at = before.advertised_modified_at();
-                tx.insert_withdrawal(&manual_withdrawal(
-                    &cidr,
-                    advertised_at,
-                    now,
-                    WithdrawStatus::Success,
-                    format!("manual withdrawal by {who} ({tool})"),
-                ))
                 .await?;
-                tx.mark_prefix_withdrawn(&cidr, now).await?;
-                Message::WithdrawalSuccess(WithdrawalSuccess {
-                    prefix: cidr.clone(),
-                    kind: WithdrawKind::Manual,
-                    withdrawn_at: now,
-                    calm_for: None,
-                    advertised_for: advertised_at.and_then(|t| (now - t).to_std().ok()),
-                    peak_pps: None,
-                    peak_mbps: None,
-                    mitigation_systems: None,
-                    operator: who.to_owned(),
+                let message = if advertise {
+                    tx.mark_prefix_advertised(&cidr, now).await?;
+                    Message::ManualAdvertisement(ManualAdvertisement {
+                        prefix: cidr.clone(),
+                        operator: who.to_owned(),
+                        at: now,
+                    })
+                } else {
+                    let advertised_at = before.advertised_modified_at();
+                    tx.insert_withdrawal(&manual_withdrawal(
+                        &cidr,
+                        advertised_at,
+                        now,
+                        WithdrawStatus::Success,
+                        format!("manual withdrawal by {who} ({tool})"),
+                    ))
+                    .await?;
+                    tx.mark_prefix_withdrawn(&cidr, now).await?;
+                    Message::WithdrawalSuccess(WithdrawalSuccess {
+                        prefix: cidr.clone(),
+                        kind: WithdrawKind::Manual,
+                        withdrawn_at: now,
+                        calm_for: None,
+                        advertised_for: advertised_at.and_then(|t| (now - t).to_std().ok()),
+                        peak_pps: None,
+                        peak_mbps: None,
+                        mitigation_systems: None,
+                        operator: who.to_owned(),
+                    })
+                };
+                notifier.queue(&mut tx, &message, now).await?;
+                tx.insert_audit(&NewAudit {
+                    at: now,
+                    actor: who,
+                    via: tool,
+                    action,
+                    prefix: Some(&cidr),
+                    detail: None,
+                    outcome: "ok",
                 })
+                .await?;
+                tx.commit().await?;
+                Ok::<_, mt_store::Error>(())
             };
-            notifier.queue(&mut tx, &message, now).await?;
-            tx.insert_audit(&NewAudit {
-                at: now,
-                actor: who,
-                via: tool,
-                action,
-                prefix: Some(&cidr),
-                detail: None,
-                outcome: "ok",
-            })
-            .await?;
-            tx.commit().await?;
+            if let Err(e) = record.await {
+                // Cloudflare changed the route; only our record of it failed. Say so plainly
+                // and leave at least an audit row if the database takes one.
+                let detail = format!(
+                    "{cidr} WAS {} on Cloudflare, but recording it failed: {e}; check `mtctl status`",
+                    if advertise { "advertised" } else { "withdrawn" }
+                );
+                tracing::error!(%cidr, error = %e, "advertisement changed but not recorded");
+                let _ = audit_alone(
+                    store,
+                    actor,
+                    action,
+                    Some(&cidr),
+                    Some(&detail),
+                    "failed",
+                    now,
+                )
+                .await;
+                return Err(ControlError::Failed(detail));
+            }
             Ok(AdvertiseOutcome::Changed {
                 at: after.advertised_modified_at().unwrap_or(now),
             })
         }
         Err(e) => {
+            // Another tool may have made the same change a moment ago: then there is nothing
+            // to report as a failure.
+            if let Ok(again) = cf
+                .get_bgp_prefix(&prefix.prefix_id, &prefix.bgp_prefix_id)
+                .await
+                && again.advertised() == advertise
+            {
+                let detail = format!(
+                    "already {} on Cloudflare (changed meanwhile; this request was refused: {e})",
+                    if advertise { "advertised" } else { "withdrawn" }
+                );
+                audit_alone(
+                    store,
+                    actor,
+                    action,
+                    Some(&cidr),
+                    Some(&detail),
+                    "noop",
+                    now,
+                )
+                .await?;
+                return Ok(AdvertiseOutcome::Unchanged);
+            }
             let explanation = if e.is_prefix_hold() {
                 let allowed = before.advertised_modified_at().map(|t| t + CHANGE_HOLD);
                 match allowed {
@@ -341,6 +405,11 @@ fn until(
     duration: Option<std::time::Duration>,
     now: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, ControlError> {
+    if duration.is_some_and(|d| d.is_zero()) {
+        return Err(ControlError::Invalid(
+            "a duration of 0 would end at once; leave it empty for \"until removed\"".into(),
+        ));
+    }
     duration
         .map(|d| {
             chrono::Duration::from_std(d)

@@ -135,12 +135,17 @@ impl Store {
             "SELECT id, event_type, alert_type, attack_id, policy_id, policy_name, prefix, \
              target_ip, target_port, protocol, attack_vector, packets_per_second, \
              megabits_per_second, severity, action_taken, raw_payload, created_at \
-             FROM attack_events WHERE (?1 IS NULL OR datetime(created_at) >= datetime(?1)) \
-             AND (?2 IS NULL OR datetime(created_at) <= datetime(?2)) \
-             AND (?3 IS NULL OR prefix = ?3) ORDER BY id DESC LIMIT ?4",
+             FROM attack_events \
+             WHERE (?1 IS NULL OR (created_at >= ?1 AND (substr(created_at, 11, 1) <> 'T' OR created_at >= ?2))) \
+             AND (?3 IS NULL OR (CASE WHEN substr(created_at, 11, 1) = 'T' THEN created_at <= ?4 \
+                                 ELSE created_at <= ?3 END)) \
+             AND (?5 IS NULL OR prefix = ?5) ORDER BY id DESC LIMIT ?6",
         )
-        .bind(since.map(to_db))
+        .bind(since.map(|t| bounds(t).0))
+        .bind(since.map(|t| bounds(t).1))
         .bind(until.map(to_db))
+        // Legacy `…T10:00:00.5Z` is still within 10:00:00: '~' sorts after every digit, '.', 'Z'.
+        .bind(until.map(|t| format!("{}~", bounds(t).1)))
         .bind(prefix)
         .bind(limit)
         .fetch_all(self.pool())

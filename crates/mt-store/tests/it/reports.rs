@@ -86,6 +86,34 @@ async fn rankings_and_series_read_both_time_forms_and_respect_the_window() {
         .await
         .unwrap();
     assert!(events.is_empty());
+
+    // Attack events in a range, both forms, bounds inclusive to the second.
+    sqlite3(
+        &db.path,
+        "list",
+        "INSERT INTO attack_events (event_type, prefix, created_at) VALUES \
+         ('START', '203.0.113.0/24', '2026-11-20T09:59:59Z'), \
+         ('END', '203.0.113.0/24', '2026-11-20T10:00:00.5Z'), \
+         ('START', '203.0.113.0/24', '2026-11-20 10:30:00'), \
+         ('END', '203.0.113.0/24', '2026-11-20 11:00:00'), \
+         ('START', '203.0.113.0/24', '2026-11-20T11:00:01Z');",
+    );
+    let events = store
+        .attack_events_between(Some(at(10, 0)), Some(at(11, 0)), None, 10)
+        .await
+        .unwrap();
+    let got: Vec<&str> = events
+        .iter()
+        .map(|e| e.created_at.as_deref().unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "2026-11-20T10:00:00.5Z",
+            "2026-11-20 10:30:00",
+            "2026-11-20 11:00:00"
+        ]
+    );
 }
 
 #[tokio::test]
