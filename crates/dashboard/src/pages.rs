@@ -534,6 +534,12 @@ struct ConfirmPage {
 }
 
 #[derive(Template)]
+#[template(path = "pause.html")]
+struct PausePage {
+    layout: Layout,
+}
+
+#[derive(Template)]
 #[template(path = "pin.html")]
 struct PinPage {
     layout: Layout,
@@ -556,6 +562,14 @@ pub async fn action_form(
 ) -> Response {
     if !authed.session.is_operator() {
         return operators_only(&state, &authed);
+    }
+    if action == "pause" {
+        return render(
+            StatusCode::OK,
+            &PausePage {
+                layout: Layout::new(&state, &authed, "/", 0),
+            },
+        );
     }
     let prefix = match mt_control::require_configured(&state.config, &q.prefix) {
         Ok(p) => p.cidr.to_string(),
@@ -652,7 +666,10 @@ pub async fn action(
         );
         return operators_only(&state, &authed);
     }
-    if !matches!(action.as_str(), "withdraw" | "advertise" | "pin" | "unpin") {
+    if !matches!(
+        action.as_str(),
+        "withdraw" | "advertise" | "pin" | "unpin" | "pause" | "resume"
+    ) {
         return not_found(Uri::from_static("/actions")).await;
     }
     // The action runs in its own task: a closed tab or a proxy timeout must not cancel it
@@ -672,6 +689,16 @@ pub async fn action(
     };
     state.auth.set_flash(&authed.token, flash);
     Redirect::to("/").into_response()
+}
+
+/// An optional humantime duration from a form (empty: none).
+fn parse_duration(text: &str) -> Result<Option<std::time::Duration>, ControlError> {
+    match text.trim() {
+        "" => Ok(None),
+        d => humantime::parse_duration(d)
+            .map(Some)
+            .map_err(|e| ControlError::Invalid(format!("duration {d:?}: {e} (e.g. 2h, 3days)"))),
+    }
 }
 
 async fn perform(state: AppState, user: String, action: String, form: ActionForm) -> Flash {
@@ -701,13 +728,26 @@ async fn perform(state: AppState, user: String, action: String, form: ActionForm
                     ),
                 })
         }
-        "pin" => {
-            let duration = match form.duration.trim() {
-                "" => Ok(None),
-                d => humantime::parse_duration(d).map(Some).map_err(|e| {
-                    ControlError::Invalid(format!("duration {d:?}: {e} (e.g. 2h, 3days)"))
+        "pause" => match parse_duration(&form.duration) {
+            Ok(d) => mt_control::pause(store, clock, &form.reason, d, &actor)
+                .await
+                .map(|until| {
+                    format!(
+                        "Automatic withdrawals paused until {}: no prefix will be withdrawn automatically.",
+                        until.map(to_db).unwrap_or_else(|| "resumed".into())
+                    )
                 }),
-            };
+            Err(e) => Err(e),
+        },
+        "resume" => mt_control::resume(store, clock, &actor).await.map(|existed| {
+            if existed {
+                "Automatic withdrawals resumed.".to_owned()
+            } else {
+                "Automatic withdrawals were not paused.".to_owned()
+            }
+        }),
+        "pin" => {
+            let duration = parse_duration(&form.duration);
             match duration {
                 Ok(d) => mt_control::pin(config, store, clock, prefix, &form.reason, d, &actor)
                     .await

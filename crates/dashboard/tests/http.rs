@@ -499,6 +499,7 @@ async fn viewers_cannot_act_and_every_form_needs_the_session_csrf_token() {
         ("advertise", ("reason", "")),
         ("pin", ("reason", "viewer tries")),
         ("unpin", ("reason", "")),
+        ("pause", ("reason", "viewer tries")),
     ] {
         let r = env
             .post(
@@ -556,14 +557,14 @@ async fn viewers_cannot_act_and_every_form_needs_the_session_csrf_token() {
             "{audit:?}"
         );
         denied = audit.iter().filter(|a| a.3 == "denied").count();
-        if denied == 8 {
+        if denied == 9 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(
-        denied, 8,
-        "4 viewer attempts, 3 bad tokens, 1 cross-site post"
+        denied, 9,
+        "5 viewer attempts, 3 bad tokens, 1 cross-site post"
     );
 }
 
@@ -710,6 +711,37 @@ async fn operators_pin_withdraw_and_advertise_through_the_mtctl_code_path() {
     .await;
     assert!(env.page("/", &op).await.contains("not a configured prefix"));
 
+    // The global brake: pause every automatic withdrawal, then resume.
+    assert!(
+        env.page("/actions/pause", &op)
+            .await
+            .contains("name=\"reason\"")
+    );
+    let r = env
+        .post(
+            "/actions/pause",
+            Some(&op),
+            &[
+                ("csrf", op.csrf.as_str()),
+                ("reason", "change window"),
+                ("duration", "1h"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let page = env.page("/", &op).await;
+    assert!(page.contains("PAUSED by alice") && page.contains("id=\"resume\""));
+    let status = env.api("/api/prefixes", &op).await;
+    assert_eq!(status["paused"]["reason"], "change window");
+    assert_eq!(
+        status["prefixes"][1]["blocked_by"],
+        Value::Null,
+        "withdrawn: nothing to hold"
+    );
+    env.post("/actions/resume", Some(&op), &[("csrf", op.csrf.as_str())])
+        .await;
+    assert!(env.api("/api/prefixes", &op).await["paused"].is_null());
+
     let audit: Vec<_> = env
         .audit()
         .await
@@ -720,6 +752,8 @@ async fn operators_pin_withdraw_and_advertise_through_the_mtctl_code_path() {
     assert_eq!(
         audit,
         [
+            "alice resume  ok".to_owned(),
+            "alice pause  ok".to_owned(),
             format!("alice unpin {ATTACKED} ok"),
             format!("alice withdraw {FRESH} failed"),
             format!("alice withdraw {CALM} ok"),
