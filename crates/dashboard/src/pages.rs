@@ -11,7 +11,7 @@ use axum::{Extension, Form};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use mt_common::timefmt::{from_db, to_db};
 use mt_control::{Actor, AdvertiseOutcome, ControlError, PrefixStatus, Via, duration};
-use mt_store::{AuditEntry, Hold, NewAudit, PendingWithdrawal, WebhookEvent};
+use mt_store::{AuditEntry, Hold, PendingWithdrawal, WebhookEvent};
 use serde::Deserialize;
 
 use crate::auth::{Flash, LOGIN_COOKIE, LoginRefused, cookies, random_token, tokens_match};
@@ -302,15 +302,11 @@ pub fn client_address(
 
 async fn audit_login(state: &AppState, user: &str, action: &str, outcome: &str, client: &str) {
     let detail = format!("from {client}");
-    let entry = NewAudit {
-        at: state.clock.now(),
-        actor: user,
-        via: Via::Dashboard.as_str(),
-        action,
-        prefix: None,
-        detail: Some(&detail),
-        outcome,
+    let who = Actor {
+        name: user.to_owned(),
+        via: Via::Dashboard,
     };
+    let entry = who.audit(state.clock.now(), action, None, Some(&detail), outcome);
     if let Err(e) = state.store.audit(&entry).await {
         tracing::error!(error = %e, user, action, "could not audit");
     }
@@ -353,15 +349,12 @@ fn audit_denied(state: &AppState, authed: &Authed, action: &str, prefix: &str, w
     let (state, user) = (state.clone(), authed.session.user.clone());
     let (action, prefix, why) = (action.to_owned(), prefix.trim().to_owned(), why.to_owned());
     tokio::spawn(async move {
-        let entry = NewAudit {
-            at: state.clock.now(),
-            actor: &user,
-            via: Via::Dashboard.as_str(),
-            action: &action,
-            prefix: (!prefix.is_empty()).then_some(prefix.as_str()),
-            detail: Some(&why),
-            outcome: "denied",
+        let who = Actor {
+            name: user,
+            via: Via::Dashboard,
         };
+        let prefix = (!prefix.is_empty()).then_some(prefix.as_str());
+        let entry = who.audit(state.clock.now(), &action, prefix, Some(&why), "denied");
         if let Err(e) = state.store.audit(&entry).await {
             tracing::error!(error = %e, "could not audit a refused action");
         }

@@ -49,6 +49,28 @@ pub struct Actor {
     pub via: Via,
 }
 
+impl Actor {
+    /// The audit row of an action by this actor.
+    pub fn audit<'a>(
+        &'a self,
+        at: DateTime<Utc>,
+        action: &'a str,
+        prefix: Option<&'a str>,
+        detail: Option<&'a str>,
+        outcome: &'a str,
+    ) -> NewAudit<'a> {
+        NewAudit {
+            at,
+            actor: &self.name,
+            via: self.via.as_str(),
+            action,
+            prefix,
+            detail,
+            outcome,
+        }
+    }
+}
+
 /// Why an action did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -147,15 +169,7 @@ async fn audit_alone(
     now: DateTime<Utc>,
 ) -> Result<(), ControlError> {
     store
-        .audit(&NewAudit {
-            at: now,
-            actor: &actor.name,
-            via: actor.via.as_str(),
-            action,
-            prefix,
-            detail,
-            outcome,
-        })
+        .audit(&actor.audit(now, action, prefix, detail, outcome))
         .await?;
     Ok(())
 }
@@ -288,16 +302,8 @@ pub async fn set_advertised(
                     })
                 };
                 notifier.queue(&mut tx, &message, now).await?;
-                tx.insert_audit(&NewAudit {
-                    at: now,
-                    actor: who,
-                    via: tool,
-                    action,
-                    prefix: Some(&cidr),
-                    detail: None,
-                    outcome: "ok",
-                })
-                .await?;
+                tx.insert_audit(&actor.audit(now, action, Some(&cidr), None, "ok"))
+                    .await?;
                 tx.commit().await?;
                 Ok::<_, mt_store::Error>(())
             };
@@ -385,16 +391,8 @@ pub async fn set_advertised(
                 });
                 notifier.queue(&mut tx, &message, now).await?;
             }
-            tx.insert_audit(&NewAudit {
-                at: now,
-                actor: who,
-                via: tool,
-                action,
-                prefix: Some(&cidr),
-                detail: Some(&explanation),
-                outcome: "failed",
-            })
-            .await?;
+            tx.insert_audit(&actor.audit(now, action, Some(&cidr), Some(&explanation), "failed"))
+                .await?;
             tx.commit().await?;
             Err(ControlError::Failed(explanation))
         }
@@ -455,16 +453,8 @@ pub async fn pin(
     let mut tx = store.begin().await?;
     tx.pin_prefix(&prefix, &actor.name, reason, now, until)
         .await?;
-    tx.insert_audit(&NewAudit {
-        at: now,
-        actor: &actor.name,
-        via: actor.via.as_str(),
-        action: "pin",
-        prefix: Some(&prefix),
-        detail: Some(&detail),
-        outcome: "ok",
-    })
-    .await?;
+    tx.insert_audit(&actor.audit(now, "pin", Some(&prefix), Some(&detail), "ok"))
+        .await?;
     tx.commit().await?;
     Ok(until)
 }
@@ -480,15 +470,13 @@ pub async fn unpin(
     let prefix = require_configured(config, cidr)?.cidr.to_string();
     let mut tx = store.begin().await?;
     let existed = tx.unpin_prefix(&prefix).await?;
-    tx.insert_audit(&NewAudit {
-        at: clock.now(),
-        actor: &actor.name,
-        via: actor.via.as_str(),
-        action: "unpin",
-        prefix: Some(&prefix),
-        detail: None,
-        outcome: if existed { "ok" } else { "noop" },
-    })
+    tx.insert_audit(&actor.audit(
+        clock.now(),
+        "unpin",
+        Some(&prefix),
+        None,
+        if existed { "ok" } else { "noop" },
+    ))
     .await?;
     tx.commit().await?;
     Ok(existed)
@@ -512,16 +500,8 @@ pub async fn pause(
     let mut tx = store.begin().await?;
     tx.pause_withdrawals(&actor.name, reason, now, until)
         .await?;
-    tx.insert_audit(&NewAudit {
-        at: now,
-        actor: &actor.name,
-        via: actor.via.as_str(),
-        action: "pause",
-        prefix: None,
-        detail: Some(&detail),
-        outcome: "ok",
-    })
-    .await?;
+    tx.insert_audit(&actor.audit(now, "pause", None, Some(&detail), "ok"))
+        .await?;
     tx.commit().await?;
     Ok(until)
 }
@@ -530,15 +510,13 @@ pub async fn pause(
 pub async fn resume(store: &Store, clock: &dyn Clock, actor: &Actor) -> Result<bool, ControlError> {
     let mut tx = store.begin().await?;
     let existed = tx.resume_withdrawals().await?;
-    tx.insert_audit(&NewAudit {
-        at: clock.now(),
-        actor: &actor.name,
-        via: actor.via.as_str(),
-        action: "resume",
-        prefix: None,
-        detail: None,
-        outcome: if existed { "ok" } else { "noop" },
-    })
+    tx.insert_audit(&actor.audit(
+        clock.now(),
+        "resume",
+        None,
+        None,
+        if existed { "ok" } else { "noop" },
+    ))
     .await?;
     tx.commit().await?;
     Ok(existed)

@@ -5,15 +5,8 @@ pub fn rule(c: char, width: usize) -> String {
     std::iter::repeat_n(c, width).collect()
 }
 
-/// `18m 45s`, `2h 5m`, `45s` (the seed's duration style).
-pub fn duration(secs: i64) -> String {
-    let s = secs.max(0);
-    match (s / 3600, (s % 3600) / 60, s % 60) {
-        (0, 0, sec) => format!("{sec}s"),
-        (0, m, sec) => format!("{m}m {sec}s"),
-        (h, m, _) => format!("{h}h {m}m"),
-    }
-}
+/// `18m 45s`, `2h 5m`, `45s` (the seed's duration style); shared with the dashboard.
+pub use mt_control::duration;
 
 /// At most `n` characters of `s` (the seed truncates columns, e.g. `auto_schedu`).
 pub fn cut(s: &str, n: usize) -> String {
