@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, Timelike, Utc};
 use ipnet::IpNet;
 use mt_cloudflare::Client;
-use mt_cloudflare::graphql::DroppedTrafficQuery;
+use mt_cloudflare::graphql::{DatasetWatch, DroppedTrafficQuery, WatchChange};
 use mt_cloudflare::rest::BgpPrefix;
 use mt_common::SharedClock;
 use mt_common::config::{Config, PrefixConfig};
@@ -25,7 +25,7 @@ use mt_notify::templates::{
 use mt_notify::{Message, Notifier};
 use mt_store::{
     ActionTaken, CalmUpdate, EventType, NewAttackEvent, NewWithdrawal, PrefixState, Store,
-    WithdrawMethod, WithdrawStatus,
+    TelemetryGap, WithdrawMethod, WithdrawStatus,
 };
 
 use crate::judge::{Thresholds, Verdict, Window, judge};
@@ -54,7 +54,7 @@ pub const MAX_WINDOWS_PER_CYCLE: usize = 12;
 const CHANGE_HOLD: chrono::Duration = chrono::Duration::minutes(15);
 /// Retry delays after a failed withdrawal (the last one repeats).
 const BACKOFF_SECS: [i64; 5] = [60, 120, 300, 600, 1800];
-/// Row limit of the calm-tracking query.
+/// Row limit of the calm-tracking query (lowered to the dataset's `maxPageSize` when smaller).
 const QUERY_LIMIT: u32 = 10_000;
 /// Analytics bucket width.
 const BUCKET: Duration = Duration::from_secs(60);
@@ -86,6 +86,9 @@ pub struct CycleReport {
     pub held: Vec<(String, String)>,
     /// Withdrawals that failed, with the error.
     pub failed: Vec<(String, String)>,
+    /// Time declared lost this cycle (older than the dataset's `notOlderThan`): never judged,
+    /// it breaks every calm stretch.
+    pub lost: Vec<TelemetryGap>,
 }
 
 /// The cycle's dependencies.
@@ -103,6 +106,8 @@ pub struct Engine {
     pub notifier: Notifier,
     /// This instance's lease holder id.
     pub holder: String,
+    /// The calm-tracking dataset's settings (read at start and hourly).
+    pub datasets: DatasetWatch,
 }
 
 fn span(d: Duration) -> chrono::Duration {
@@ -204,21 +209,68 @@ impl Engine {
             attack_min_pps: a.attack_min_pps,
             attack_min_mbps: a.attack_min_mbps,
         };
+        // The dataset's settings bound every query; a dataset that cannot answer leaves
+        // everything unknown (never calm).
+        self.refresh_settings(now).await?;
+        let limits = self.datasets.limits(a.window, QUERY_LIMIT);
+        let window = span(limits.max_window).min(window);
+        let unusable = self.datasets.problems();
+        if !unusable.is_empty() {
+            report.unknown = Some(format!(
+                "the {} dataset cannot be queried: {}",
+                self.datasets.dataset(),
+                unusable
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
+        // Time older than `notOlderThan` (less one interval for the query's trip) can no
+        // longer be judged: declared lost, it breaks every calm stretch, and judging resumes
+        // after it. The gap, `judged_until` and the broken stretches are saved together.
+        if let Some(oldest) = limits.oldest_queryable(now, a.interval)
+            && judged_until < oldest.min(horizon)
+        {
+            let gap = TelemetryGap {
+                start: judged_until,
+                end: oldest.min(horizon),
+                reason: format!(
+                    "older than the {} dataset's notOlderThan ({}s)",
+                    self.datasets.dataset(),
+                    limits.not_older_than.unwrap_or_default().as_secs()
+                ),
+            };
+            tracing::warn!(start = %gap.start, end = %gap.end, "analytics too old to judge; declared lost, calm stretches restart after it");
+            let mut tx = self.store.begin().await?;
+            for (s, _) in states.values_mut() {
+                s.calm_since = None;
+                tx.save_prefix_state(s, now).await?;
+            }
+            tx.insert_telemetry_gap(&gap, now).await?;
+            tx.set_state(JUDGED_UNTIL_KEY, &to_db(gap.end), now).await?;
+            tx.commit().await?;
+            judged_until = gap.end;
+            report.lost.push(gap);
+        }
         while judged_until < horizon
             && report.windows < MAX_WINDOWS_PER_CYCLE
             && !prefixes.is_empty()
+            && unusable.is_empty()
         {
             let start = judged_until;
             let end = (start + window).min(horizon);
+            let data_until = self.clock.now();
             let outcome = self
                 .client
                 .dropped_traffic(&DroppedTrafficQuery {
                     start,
                     end,
-                    data_until: self.clock.now(),
+                    data_until,
+                    probe_start: limits.probe_start(start, data_until),
                     mitigation_systems: &a.mitigation_systems,
                     prefixes: &prefixes,
-                    limit: QUERY_LIMIT,
+                    limit: limits.limit,
                 })
                 .await;
             let verdicts = judge(
@@ -385,6 +437,41 @@ impl Engine {
         }
         tx.commit().await?;
         Ok(report)
+    }
+
+    /// Reads the calm-tracking dataset's settings when due (at start and hourly); a dataset
+    /// that became unusable is told once on Telegram, and again when it is usable.
+    async fn refresh_settings(&self, now: DateTime<Utc>) -> Result<(), CycleError> {
+        if !self.datasets.due(now) {
+            return Ok(());
+        }
+        let reading = self.client.dataset_settings().await;
+        let message = match self.datasets.record(now, &reading) {
+            None => return Ok(()),
+            Some(WatchChange::Unusable(why)) => {
+                tracing::error!(dataset = self.datasets.dataset(), %why, "analytics dataset cannot be queried; nothing is judged calm");
+                OperatorAlert {
+                    title: "Cloudflare analytics dataset unusable".into(),
+                    prefix: None,
+                    details: format!("{}: {why}", self.datasets.dataset()),
+                    consequence: "no window is judged calm, so nothing is withdrawn automatically until this is fixed (check the account's plan and the API token; `mtctl cloudflare check`)".into(),
+                    at: now,
+                }
+            }
+            Some(WatchChange::Usable) => OperatorAlert {
+                title: "Cloudflare analytics dataset usable again".into(),
+                prefix: None,
+                details: self.datasets.dataset().to_owned(),
+                consequence: "calm tracking resumes".into(),
+                at: now,
+            },
+        };
+        let mut tx = self.store.begin().await?;
+        self.notifier
+            .queue(&mut tx, &Message::OperatorAlert(message), now)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// While a prefix stays advertised longer than `advertised_reminder`, says why it is not

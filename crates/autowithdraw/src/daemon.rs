@@ -259,6 +259,15 @@ async fn metrics_page(State(http): State<Http>) -> Response {
         "Seconds of judged calm in the current stretch.",
         "prefix",
         &calm,
+    )
+    .gauge_vec(
+        "mt_autowithdraw_dataset_usable",
+        "1 when the analytics dataset's settings allow the calm query, 0 when not (disabled, fields missing: nothing is judged calm), -1 before the first reading.",
+        "dataset",
+        &[(
+            http.engine.datasets.dataset().to_owned(),
+            http.engine.datasets.usable_gauge(),
+        )],
     );
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -3,17 +3,16 @@
 //! count toward the calm period and is judged again later.
 //!
 //! Unknown when the query failed, was rate-limited, carried GraphQL errors, hit its row limit,
-//! came back with rows that could not be attributed, when the account's data does not reach the
-//! window's end (pipeline lag), or when the local clock and Cloudflare's `Date` differ by more
-//! than [`MAX_CLOCK_SKEW`] (or Cloudflare's time is unknown).
+//! came back with rows that could not be attributed or with a number that does not parse (never
+//! read as 0), when the account's data does not reach the window's end (pipeline lag), or when
+//! the local clock and Cloudflare's `Date` differ by more than [`MAX_CLOCK_SKEW`] (or
+//! Cloudflare's time is unknown).
 //!
 //! Rates are averages over the window's length: `sum.packets / seconds` and
 //! `sum.bits / seconds / 1e6` (the original suite compared a five-minute *sum* with a per-second
-//! threshold). The calm-tracking dataset is sampled, and whether its sums are already scaled up
-//! is not documented, so both readings are computed: the sums as given, and the sums times
-//! `avg.sampleInterval`. Both below the thresholds: calm. Both at or above: attack. They
-//! disagree: unknown, because one of the two readings says attack; a persistent disagreement
-//! surfaces as the "blind" alert instead of a silent decision either way.
+//! threshold). The calm-tracking dataset is sampled, and Cloudflare documents that the `sum`
+//! fields of sampled nodes are already estimates scaled up from the sample
+//! (analytics/graphql-api/sampling), so they are used as given, never multiplied again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -60,13 +59,8 @@ pub enum Unknown {
     },
     /// The window has no length.
     EmptyWindow,
-    /// The scaled and unscaled readings of the sampled sums disagree.
-    SamplingAmbiguous {
-        /// Packets per second, sums as given.
-        pps: f64,
-        /// Packets per second, sums times the sample interval.
-        scaled_pps: f64,
-    },
+    /// Rows attributed to the prefix had a missing or malformed `sum`.
+    Malformed(usize),
 }
 
 impl fmt::Display for Unknown {
@@ -88,10 +82,7 @@ impl fmt::Display for Unknown {
                 cloudflare: None, ..
             } => f.write_str("Cloudflare sent no Date header"),
             Self::EmptyWindow => f.write_str("empty window"),
-            Self::SamplingAmbiguous { pps, scaled_pps } => write!(
-                f,
-                "sampled totals ambiguous: {pps:.0} pps as given, {scaled_pps:.0} pps scaled"
-            ),
+            Self::Malformed(n) => write!(f, "{n} analytics rows had a malformed sum"),
         }
     }
 }
@@ -101,18 +92,18 @@ impl fmt::Display for Unknown {
 pub enum Verdict {
     /// Dropped traffic at or above a threshold.
     Attack {
-        /// Average dropped packets per second (the larger reading).
+        /// Average dropped packets per second.
         pps: f64,
-        /// Average dropped Mbit/s (the larger reading).
+        /// Average dropped Mbit/s.
         mbps: f64,
         /// Mitigation systems that dropped traffic.
         systems: BTreeSet<String>,
     },
-    /// Dropped traffic below both thresholds under both readings.
+    /// Dropped traffic below both thresholds.
     Calm {
-        /// Average dropped packets per second (the larger reading).
+        /// Average dropped packets per second.
         pps: f64,
-        /// Average dropped Mbit/s (the larger reading).
+        /// Average dropped Mbit/s.
         mbps: f64,
     },
     /// Could not be judged.
@@ -185,30 +176,27 @@ pub fn judge(
     if seconds <= 0.0 {
         return all(Unknown::EmptyWindow);
     }
-    let interval = traffic
-        .sample_interval
-        .filter(|s| s.is_finite() && *s > 1.0)
-        .unwrap_or(1.0);
     prefixes
         .iter()
         .map(|prefix| {
             let drops = traffic.per_prefix.get(prefix).cloned().unwrap_or_default();
+            if drops.malformed_rows > 0 {
+                return (
+                    *prefix,
+                    Verdict::Unknown(Unknown::Malformed(drops.malformed_rows)),
+                );
+            }
             let pps = drops.packets / seconds;
             let mbps = drops.bits / seconds / 1e6;
-            let (scaled_pps, scaled_mbps) = (pps * interval, mbps * interval);
-            let attack =
-                |p: f64, m: f64| p >= thresholds.attack_min_pps || m >= thresholds.attack_min_mbps;
-            let verdict = match (attack(pps, mbps), attack(scaled_pps, scaled_mbps)) {
-                (false, false) => Verdict::Calm {
-                    pps: scaled_pps,
-                    mbps: scaled_mbps,
-                },
-                (true, true) => Verdict::Attack {
-                    pps: scaled_pps,
-                    mbps: scaled_mbps,
+            let verdict = if pps >= thresholds.attack_min_pps || mbps >= thresholds.attack_min_mbps
+            {
+                Verdict::Attack {
+                    pps,
+                    mbps,
                     systems: drops.systems,
-                },
-                _ => Verdict::Unknown(Unknown::SamplingAmbiguous { pps, scaled_pps }),
+                }
+            } else {
+                Verdict::Calm { pps, mbps }
             };
             (*prefix, verdict)
         })
@@ -258,6 +246,7 @@ mod tests {
                 packets,
                 bits,
                 systems: ["dosd".to_owned()].into(),
+                malformed_rows: 0,
             },
         );
         DroppedTraffic {
@@ -265,7 +254,6 @@ mod tests {
             rows: 1,
             truncated: false,
             unparsed_rows: 0,
-            sample_interval: Some(1.0),
             latest_minute: Some(window().end - chrono::Duration::minutes(1)),
             served_at: Some(window().end + chrono::Duration::minutes(3)),
         }
@@ -313,23 +301,23 @@ mod tests {
     }
 
     #[test]
-    fn the_sampled_readings_must_agree() {
-        let mut a = answer(3_000.0, 0.0); // 10 pps as given
-        a.sample_interval = Some(10_000.0); // 100,000 pps if the sums are raw samples
-        assert!(matches!(
-            verdicts(Ok(a.clone()))[0],
-            Verdict::Unknown(Unknown::SamplingAmbiguous { .. })
-        ));
-        a.per_prefix.get_mut(&prefixes()[0]).unwrap().packets = 0.0;
-        assert!(
-            verdicts(Ok(a.clone()))[0].is_calm(),
-            "nothing dropped is calm either way"
-        );
-        a.per_prefix.get_mut(&prefixes()[0]).unwrap().packets = 600_000.0;
-        assert!(
-            matches!(verdicts(Ok(a))[0], Verdict::Attack { .. }),
-            "an attack either way"
-        );
+    fn sums_are_cloudflares_estimates_used_as_given() {
+        // Cloudflare's sums are already scaled up from the sample: 299,999 estimated packets in
+        // five minutes is calm whatever the sample interval was; nothing multiplies it again.
+        assert!(verdicts(Ok(answer(299_999.0, 0.0)))[0].is_calm());
+        match &verdicts(Ok(answer(600_000.0, 0.0)))[0] {
+            Verdict::Attack { pps, .. } => assert_eq!(*pps, 2000.0),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_malformed_sum_is_unknown_for_its_prefix_only() {
+        let mut a = answer(0.0, 0.0);
+        a.per_prefix.get_mut(&prefixes()[0]).unwrap().malformed_rows = 1;
+        let v = verdicts(Ok(a));
+        assert_eq!(v[0], Verdict::Unknown(Unknown::Malformed(1)));
+        assert!(v[1].is_calm(), "the other prefix had no malformed row");
     }
 
     #[test]

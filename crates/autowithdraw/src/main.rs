@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 after a clean shutdown, 1 on a runtime failure, 2 on a configuration error.
 
+use mt_cloudflare::graphql::DatasetWatch;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -68,6 +69,7 @@ async fn serve(config: Config, client: Client) -> anyhow::Result<()> {
         client,
         clock: SystemClock::shared(),
         holder: Engine::new_holder(),
+        datasets: DatasetWatch::calm(),
     };
     run(
         Daemon {

@@ -1,5 +1,8 @@
-//! The GraphQL analytics endpoint: validates a query against the documented datasets, fields
-//! and filters, and answers it from the traffic timeline.
+//! The GraphQL analytics endpoint: answers a query (already validated against Cloudflare's
+//! schema by [`crate::schema::validate`]) from the traffic timeline, enforcing the datasets'
+//! `settings` as Cloudflare does. Every filter, `limit` and `orderBy` it accepts is evaluated;
+//! one that is valid on Cloudflare but not simulated is refused with an error naming it,
+//! never silently ignored (an ignored filter would make a test pass that production fails).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -9,23 +12,29 @@ use ipnet::IpNet;
 use serde_json::{Map, Value, json};
 
 use crate::gql::Field;
+use crate::scenario::DatasetSettings;
 use crate::{State, TrafficSpec};
 
 const MAGIC_TRANSIT: &str = "magicTransitNetworkAnalyticsAdaptiveGroups";
 const DOSD: &str = "dosdNetworkAnalyticsAdaptiveGroups";
 
-/// Dimensions documented for calm tracking (fixtures/README.md), plus `datetimeMinute`.
+/// Dimensions the simulator produces for the calm-tracking dataset.
 const MT_DIMENSIONS: &[&str] = &[
     "ipDestinationSubnet",
     "mitigationSystem",
     "ipDestinationAddress",
     "direction",
+    "outcome",
+    "sampleInterval",
+    "datetime",
     "datetimeMinute",
+    "datetimeFiveMinutes",
 ];
-/// Dimensions documented for the dosd events query.
+/// Dimensions the simulator produces for the dosd dataset.
 const DOSD_DIMENSIONS: &[&str] = &[
     "datetime",
     "datetimeMinute",
+    "datetimeFiveMinutes",
     "attackId",
     "attackVector",
     "ruleName",
@@ -45,32 +54,27 @@ const DOSD_DIMENSIONS: &[&str] = &[
     "coloCode",
     "coloCountry",
     "coloCity",
+    "sampleInterval",
 ];
-const FILTERS: &[&str] = &[
-    "datetime_geq",
-    "datetime_leq",
-    "datetime_gt",
-    "datetime_lt",
+/// Sum fields the simulator produces.
+const SUMS: &[&str] = &["packets", "bits"];
+/// Dimensions a filter may compare by equality, `_neq`, `_in` or `_notin`.
+const EQUALITY_FILTERS: &[&str] = &[
     "outcome",
     "direction",
+    "mitigationSystem",
+    "ipDestinationSubnet",
+    "ipDestinationAddress",
+    "attackId",
 ];
-const ORDERS: &[&str] = &[
-    "sum_packets_DESC",
-    "sum_bits_DESC",
-    "datetimeMinute_DESC",
-    "datetimeMinute_ASC",
-    "datetime_DESC",
-    "datetime_ASC",
-];
-/// Cloudflare's maximum `limit`.
-const MAX_LIMIT: i64 = 10_000;
+/// Time bounds.
+const TIME_FILTERS: &[&str] = &["datetime_geq", "datetime_leq", "datetime_gt", "datetime_lt"];
 
 /// Rows with the same requested dimension values, aggregated.
 struct Group {
     dims: Map<String, Value>,
     packets: f64,
     bits: f64,
-    count: u64,
     latest: DateTime<Utc>,
 }
 
@@ -86,22 +90,73 @@ fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-fn unknown(field: &str, on: &str) -> String {
-    format!("Cannot query field \"{field}\" on type \"{on}\"")
+/// A GraphQL error with the field path it concerns, as Cloudflare reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecError {
+    /// The message.
+    pub message: String,
+    /// The path (`viewer`, `accounts`, `0`, the node's alias).
+    pub path: Vec<String>,
 }
 
-/// Answers a parsed query (`data` object) or returns the GraphQL error message.
-pub fn execute(state: &State, top: &[Field], now: DateTime<Utc>) -> Result<Value, String> {
+fn fail<T>(message: impl Into<String>, path: &[&str]) -> Result<T, ExecError> {
+    Err(ExecError {
+        message: message.into(),
+        path: path.iter().map(|p| (*p).to_owned()).collect(),
+    })
+}
+
+/// The settings the simulator applies to `dataset`.
+pub fn settings_of(state: &State, dataset: &str) -> DatasetSettings {
+    state
+        .scenario
+        .settings
+        .get(dataset)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// `availableFields` of a dataset: dimensions bare (as in `orderBy`), sums `sum_x`.
+fn available_fields(dataset: &str) -> Vec<String> {
+    let dims = if dataset == DOSD {
+        DOSD_DIMENSIONS
+    } else {
+        MT_DIMENSIONS
+    };
+    dims.iter()
+        .map(|d| (*d).to_owned())
+        .chain(SUMS.iter().map(|s| format!("sum_{s}")))
+        .collect()
+}
+
+fn settings_json(state: &State, dataset: &str, selections: &[Field]) -> Value {
+    let s = settings_of(state, dataset);
+    let mut out = Map::new();
+    for f in selections {
+        let v = match f.name.as_str() {
+            "enabled" => json!(s.enabled),
+            "maxDuration" => json!(s.max_duration.as_secs()),
+            "maxPageSize" => json!(s.max_page_size),
+            "maxNumberOfFields" => json!(s.max_number_of_fields),
+            "notOlderThan" => json!(s.not_older_than.as_secs()),
+            "availableFields" => json!(
+                s.available_fields
+                    .clone()
+                    .unwrap_or_else(|| available_fields(dataset))
+            ),
+            _ => Value::Null,
+        };
+        out.insert(f.key().to_owned(), v);
+    }
+    Value::Object(out)
+}
+
+/// Answers a parsed query (`data` object) or returns the GraphQL error.
+pub fn execute(state: &State, top: &[Field], now: DateTime<Utc>) -> Result<Value, ExecError> {
     let mut data = Map::new();
     for viewer in top {
-        if viewer.name != "viewer" {
-            return Err(unknown(&viewer.name, "Query"));
-        }
         let mut viewer_out = Map::new();
         for accounts in &viewer.selections {
-            if accounts.name != "accounts" {
-                return Err(unknown(&accounts.name, "viewer"));
-            }
             let tag = accounts
                 .args
                 .get("filter")
@@ -110,11 +165,20 @@ pub fn execute(state: &State, top: &[Field], now: DateTime<Utc>) -> Result<Value
             let mut list = Vec::new();
             if tag == Some(state.scenario.account_id.as_str()) {
                 let mut account = Map::new();
-                for dataset in &accounts.selections {
-                    account.insert(
-                        dataset.key().to_owned(),
-                        Value::Array(dataset_rows(state, dataset, now)?),
-                    );
+                for node in &accounts.selections {
+                    let value = if node.name == "settings" {
+                        let mut per = Map::new();
+                        for d in &node.selections {
+                            per.insert(
+                                d.key().to_owned(),
+                                settings_json(state, &d.name, &d.selections),
+                            );
+                        }
+                        Value::Object(per)
+                    } else {
+                        Value::Array(dataset_rows(state, node, now)?)
+                    };
+                    account.insert(node.key().to_owned(), value);
                 }
                 list.push(Value::Object(account));
             }
@@ -125,19 +189,32 @@ pub fn execute(state: &State, top: &[Field], now: DateTime<Utc>) -> Result<Value
     Ok(Value::Object(data))
 }
 
-fn dataset_rows(state: &State, field: &Field, now: DateTime<Utc>) -> Result<Vec<Value>, String> {
+/// An equality-style filter on one dimension.
+struct DimFilter {
+    dimension: String,
+    /// `true`: the row must match one of `values`; `false`: none of them.
+    include: bool,
+    values: Vec<Value>,
+}
+
+fn dataset_rows(state: &State, field: &Field, now: DateTime<Utc>) -> Result<Vec<Value>, ExecError> {
+    let path = ["viewer", "accounts", "0", field.key()];
     let allowed = match field.name.as_str() {
         MAGIC_TRANSIT => MT_DIMENSIONS,
         DOSD => DOSD_DIMENSIONS,
-        other => return Err(unknown(other, "account")),
-    };
-    for arg in field.args.keys() {
-        if !["filter", "limit", "orderBy"].contains(&arg.as_str()) {
-            return Err(format!(
-                "Unknown argument \"{arg}\" on field \"{}\"",
-                field.name
-            ));
+        other => {
+            return fail(
+                format!("cf-sim does not simulate the {other} dataset"),
+                &path,
+            );
         }
+    };
+    let settings = settings_of(state, &field.name);
+    if !settings.enabled {
+        return fail(
+            format!("dataset {} is not available to this account", field.name),
+            &path,
+        );
     }
     let filter = field
         .args
@@ -145,71 +222,134 @@ fn dataset_rows(state: &State, field: &Field, now: DateTime<Utc>) -> Result<Vec<
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    for key in filter.keys() {
-        if !FILTERS.contains(&key.as_str()) {
-            return Err(format!("unknown filter field \"{key}\" on {}", field.name));
+    let mut dim_filters = Vec::new();
+    for (key, value) in &filter {
+        if TIME_FILTERS.contains(&key.as_str()) {
+            continue;
         }
+        let (dimension, include, values) = if let Some(d) = key.strip_suffix("_neq") {
+            (d, false, vec![value.clone()])
+        } else if let Some(d) = key.strip_suffix("_notin") {
+            (d, false, value.as_array().cloned().unwrap_or_default())
+        } else if let Some(d) = key.strip_suffix("_in") {
+            (d, true, value.as_array().cloned().unwrap_or_default())
+        } else {
+            (key.as_str(), true, vec![value.clone()])
+        };
+        if !EQUALITY_FILTERS.contains(&dimension) {
+            return fail(
+                format!(
+                    "cf-sim does not simulate the filter {key} (valid on Cloudflare): refused rather than ignored"
+                ),
+                &path,
+            );
+        }
+        dim_filters.push(DimFilter {
+            dimension: dimension.to_owned(),
+            include,
+            values,
+        });
     }
-    let limit = match field.args.get("limit") {
-        None => 100,
-        Some(v) => v.as_i64().ok_or("limit must be an integer")?,
+    let Some(limit) = field.args.get("limit").and_then(Value::as_u64) else {
+        return fail("limit must be an unsigned integer", &path);
     };
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(format!("limit must be between 1 and {MAX_LIMIT}"));
+    if limit > settings.max_page_size {
+        return fail(
+            format!("limit must be less or equal to {}", settings.max_page_size),
+            &path,
+        );
     }
     let orders: Vec<String> = match field.args.get("orderBy") {
-        None => Vec::new(),
+        None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items
             .iter()
             .filter_map(|v| v.as_str().map(str::to_owned))
             .collect(),
         Some(Value::String(s)) => vec![s.clone()],
-        Some(_) => return Err("orderBy must be a list".into()),
+        Some(_) => return fail("orderBy must be a list", &path),
     };
-    if let Some(bad) = orders.iter().find(|o| !ORDERS.contains(&o.as_str())) {
-        return Err(format!("unknown orderBy value \"{bad}\""));
+    for order in &orders {
+        let simulated = matches!(
+            order.as_str(),
+            "sum_packets_DESC" | "sum_packets_ASC" | "sum_bits_DESC" | "sum_bits_ASC"
+        ) || ["datetime", "datetimeMinute", "datetimeFiveMinutes"]
+            .iter()
+            .any(|d| *order == format!("{d}_DESC") || *order == format!("{d}_ASC"));
+        if !simulated {
+            return fail(
+                format!(
+                    "cf-sim does not simulate orderBy {order} (valid on Cloudflare): refused rather than ignored"
+                ),
+                &path,
+            );
+        }
     }
 
     let mut dims = Vec::new();
-    let (mut sums, mut avgs, mut count) = (Vec::new(), Vec::new(), false);
+    let mut sums = Vec::new();
     for sel in &field.selections {
         match sel.name.as_str() {
             "dimensions" => {
                 for d in &sel.selections {
                     if !allowed.contains(&d.name.as_str()) {
-                        return Err(unknown(&d.name, &format!("{}Dimensions", field.name)));
+                        return fail(
+                            format!(
+                                "cf-sim does not simulate the dimension {} (valid on Cloudflare)",
+                                d.name
+                            ),
+                            &path,
+                        );
                     }
-                    dims.push(d.name.clone());
+                    dims.push((d.key().to_owned(), d.name.clone()));
                 }
             }
             "sum" => {
-                for s in &sel.selections {
-                    if !["packets", "bits"].contains(&s.name.as_str()) {
-                        return Err(unknown(&s.name, &format!("{}Sum", field.name)));
+                for x in &sel.selections {
+                    if !SUMS.contains(&x.name.as_str()) {
+                        return fail(
+                            format!(
+                                "cf-sim does not simulate sum.{} (valid on Cloudflare)",
+                                x.name
+                            ),
+                            &path,
+                        );
                     }
-                    sums.push(s.name.clone());
+                    sums.push((x.key().to_owned(), x.name.clone()));
                 }
             }
-            "avg" => {
-                for a in &sel.selections {
-                    if a.name != "sampleInterval" {
-                        return Err(unknown(&a.name, &format!("{}Avg", field.name)));
-                    }
-                    avgs.push(a.name.clone());
-                }
+            other => {
+                return fail(
+                    format!("cf-sim does not simulate {other} (valid on Cloudflare)"),
+                    &path,
+                );
             }
-            "count" => count = true,
-            other => return Err(unknown(other, &field.name)),
         }
     }
+    let fields = dims.len() + sums.len();
+    if fields as u64 > settings.max_number_of_fields {
+        return fail(
+            format!(
+                "number of fields cannot be more than {}",
+                settings.max_number_of_fields
+            ),
+            &path,
+        );
+    }
 
-    let bound = |key: &str| -> Result<Option<DateTime<Utc>>, String> {
+    let bound = |key: &str| -> Result<Option<DateTime<Utc>>, ExecError> {
         match filter.get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
-                .map(|t| Some(t.with_timezone(&Utc)))
-                .map_err(|_| format!("{key}: invalid Time {s:?}")),
-            Some(other) => Err(format!("{key}: invalid Time {other}")),
+            Some(Value::String(s)) => match DateTime::parse_from_rfc3339(s) {
+                Ok(t) => Ok(Some(t.with_timezone(&Utc))),
+                Err(_) => fail(
+                    format!("error parsing args: {key}: invalid Time {s:?}"),
+                    &path,
+                ),
+            },
+            Some(other) => fail(
+                format!("error parsing args: {key}: invalid Time {other}"),
+                &path,
+            ),
         }
     };
     let (geq, leq, gt, lt) = (
@@ -218,20 +358,38 @@ fn dataset_rows(state: &State, field: &Field, now: DateTime<Utc>) -> Result<Vec<
         bound("datetime_gt")?,
         bound("datetime_lt")?,
     );
-    let from = geq
-        .or(gt)
-        .ok_or("a datetime_geq or datetime_gt filter is required")?;
-    let to = leq
-        .or(lt)
-        .ok_or("a datetime_leq or datetime_lt filter is required")?;
+    let (Some(from), Some(to)) = (geq.or(gt), leq.or(lt)) else {
+        return fail(
+            "a time range is required: datetime_geq or datetime_gt, and datetime_leq or datetime_lt",
+            &path,
+        );
+    };
+    let max_duration = Duration::from_std(settings.max_duration).unwrap_or(Duration::MAX);
+    if to - from > max_duration {
+        return fail(
+            format!(
+                "time range is too large: it must not be wider than {}s",
+                settings.max_duration.as_secs()
+            ),
+            &path,
+        );
+    }
+    let not_older = Duration::from_std(settings.not_older_than).unwrap_or(Duration::MAX);
+    if from < now - not_older {
+        return fail(
+            format!(
+                "cannot request data older than {}s",
+                settings.not_older_than.as_secs()
+            ),
+            &path,
+        );
+    }
     let in_range = |t: DateTime<Utc>| {
         geq.is_none_or(|b| t >= b)
             && gt.is_none_or(|b| t > b)
             && leq.is_none_or(|b| t <= b)
             && lt.is_none_or(|b| t < b)
     };
-    let text = |key: &str| filter.get(key).and_then(Value::as_str).map(str::to_owned);
-    let (outcome, direction) = (text("outcome"), text("direction"));
 
     let raws = if field.name == DOSD {
         dosd_rows(state, from, to, now)
@@ -241,37 +399,35 @@ fn dataset_rows(state: &State, field: &Field, now: DateTime<Utc>) -> Result<Vec<
     let mut groups: BTreeMap<String, Group> = BTreeMap::new();
     for raw in raws {
         if !in_range(raw.at)
-            || outcome
-                .as_ref()
-                .is_some_and(|o| raw.dims.get("outcome").and_then(Value::as_str) != Some(o))
-            || direction
-                .as_ref()
-                .is_some_and(|d| raw.dims.get("direction").and_then(Value::as_str) != Some(d))
+            || !dim_filters.iter().all(|f| {
+                let v = raw.dims.get(&f.dimension).unwrap_or(&Value::Null);
+                f.values.iter().any(|x| x == v) == f.include
+            })
         {
             continue;
         }
         let key_dims: Map<String, Value> = dims
             .iter()
-            .map(|d| (d.clone(), raw.dims.get(d).cloned().unwrap_or(Value::Null)))
+            .map(|(key, d)| (key.clone(), raw.dims.get(d).cloned().unwrap_or(Value::Null)))
             .collect();
         let key = Value::Object(key_dims.clone()).to_string();
         let entry = groups.entry(key).or_insert(Group {
             dims: key_dims,
             packets: 0.0,
             bits: 0.0,
-            count: 0,
             latest: raw.at,
         });
         entry.packets += raw.packets;
         entry.bits += raw.bits;
-        entry.count += 1;
         entry.latest = entry.latest.max(raw.at);
     }
     let mut rows: Vec<_> = groups.into_values().collect();
     for order in orders.iter().rev() {
         match order.as_str() {
             "sum_packets_DESC" => rows.sort_by(|a, b| b.packets.total_cmp(&a.packets)),
+            "sum_packets_ASC" => rows.sort_by(|a, b| a.packets.total_cmp(&b.packets)),
             "sum_bits_DESC" => rows.sort_by(|a, b| b.bits.total_cmp(&a.bits)),
+            "sum_bits_ASC" => rows.sort_by(|a, b| a.bits.total_cmp(&b.bits)),
             o if o.ends_with("_DESC") => rows.sort_by_key(|g| std::cmp::Reverse(g.latest)),
             _ => rows.sort_by_key(|g| g.latest),
         }
@@ -279,38 +435,21 @@ fn dataset_rows(state: &State, field: &Field, now: DateTime<Utc>) -> Result<Vec<
     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     Ok(rows
         .into_iter()
-        .map(
-            |Group {
-                 dims: dims_out,
-                 packets,
-                 bits,
-                 count: n,
-                 ..
-             }| {
-                let mut row = Map::new();
-                if !dims.is_empty() {
-                    row.insert("dimensions".into(), Value::Object(dims_out));
+        .map(|g| {
+            let mut row = Map::new();
+            if !dims.is_empty() {
+                row.insert("dimensions".into(), Value::Object(g.dims));
+            }
+            if !sums.is_empty() {
+                let mut sum = Map::new();
+                for (key, name) in &sums {
+                    let v = if name == "packets" { g.packets } else { g.bits };
+                    sum.insert(key.clone(), json!(v.round() as u64));
                 }
-                if !sums.is_empty() {
-                    let mut sum = Map::new();
-                    for s in &sums {
-                        let v = if s == "packets" { packets } else { bits };
-                        sum.insert(s.clone(), json!(v.round() as u64));
-                    }
-                    row.insert("sum".into(), Value::Object(sum));
-                }
-                if !avgs.is_empty() {
-                    row.insert(
-                        "avg".into(),
-                        json!({ "sampleInterval": state.scenario.sample_interval }),
-                    );
-                }
-                if count {
-                    row.insert("count".into(), json!(n));
-                }
-                Value::Object(row)
-            },
-        )
+                row.insert("sum".into(), Value::Object(sum));
+            }
+            Value::Object(row)
+        })
         .collect())
 }
 
@@ -348,6 +487,19 @@ fn active(spec: &TrafficSpec, state: &State, bucket: DateTime<Utc>) -> bool {
         && bucket < state.start + Duration::seconds(spec.to_secs)
 }
 
+fn floor_to(t: DateTime<Utc>, secs: i64) -> DateTime<Utc> {
+    let s = t.timestamp();
+    DateTime::from_timestamp(s - s.rem_euclid(secs), 0).unwrap_or(t)
+}
+
+fn minute(t: DateTime<Utc>) -> DateTime<Utc> {
+    floor_to(t, 60)
+}
+
+fn five_minutes(t: DateTime<Utc>) -> DateTime<Utc> {
+    floor_to(t, 300)
+}
+
 fn subnet(ip: IpAddr) -> String {
     let len = if ip.is_ipv4() { 24 } else { 64 };
     IpNet::new(ip, len)
@@ -361,12 +513,15 @@ fn mt_rows(state: &State, from: DateTime<Utc>, to: DateTime<Utc>, now: DateTime<
     for (b, factor) in buckets(state, from, to, now) {
         let mut push = |dest: IpAddr, system: &str, outcome: &str, pps: f64, mbps: f64| {
             let dims = json!({
-                "datetimeMinute": time(b),
+                "datetime": time(b),
+                "datetimeMinute": time(minute(b)),
+                "datetimeFiveMinutes": time(five_minutes(b)),
                 "ipDestinationAddress": dest.to_string(),
                 "ipDestinationSubnet": subnet(dest),
                 "mitigationSystem": system,
-                "direction": "ingress",
+                "direction": "inbound",
                 "outcome": outcome,
+                "sampleInterval": state.scenario.sample_interval,
             });
             rows.push(Raw {
                 dims: dims.as_object().cloned().unwrap_or_default(),
@@ -427,7 +582,9 @@ fn dosd_rows(
                 let vector = spec.vector.clone().unwrap_or_else(|| "UDP Flood".into());
                 let dims = json!({
                     "datetime": time(at),
-                    "datetimeMinute": time(b),
+                    "datetimeMinute": time(minute(at)),
+                    "datetimeFiveMinutes": time(five_minutes(at)),
+                    "sampleInterval": state.scenario.sample_interval,
                     "attackId": spec.attack_id.clone().unwrap_or_default(),
                     "attackVector": vector,
                     "ruleName": format!("{vector} protection"),

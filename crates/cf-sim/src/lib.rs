@@ -5,11 +5,14 @@
 //!   original suite documents them (a withdrawal within `hold` of an advertisement and a
 //!   re-advertisement within `hold` of a withdrawal are refused with 429 / code 1002), locked
 //!   prefixes (400 / code 1000), and the API token (401).
-//! - GraphQL: `magicTransitNetworkAnalyticsAdaptiveGroups` and
-//!   `dosdNetworkAnalyticsAdaptiveGroups` answered from a traffic timeline, honouring the time
-//!   window, filters, `limit`, `orderBy`, sampling and pipeline lag. Only documented field
-//!   names are accepted; anything else is a GraphQL error, so the client cannot drift to
-//!   guessed names unnoticed.
+//! - GraphQL: every request is validated against Cloudflare's published schema (the project's
+//!   pruned SDL, [`schema`]) and refused as Cloudflare refuses it (`data: null`, `errors[]`
+//!   with the message and path). `magicTransitNetworkAnalyticsAdaptiveGroups` and
+//!   `dosdNetworkAnalyticsAdaptiveGroups` are answered from a traffic timeline with the
+//!   dataset's real semantics (sums are scaled-up estimates, `sampleInterval` a dimension,
+//!   `ipDestinationSubnet` a /24 or /64), honouring the time window, filters, `limit`,
+//!   `orderBy` and pipeline lag, and enforcing each dataset's `settings` (also served):
+//!   a valid filter or ordering it does not simulate is refused, never ignored.
 //! - Telegram: `sendMessage` recorded, with 429 `retry_after` injection.
 //! - Faults per endpoint: status codes, 429 with `Retry-After`, slow answers, 200 with
 //!   `errors`, HTML bodies.
@@ -20,6 +23,7 @@
 mod analytics;
 pub mod gql;
 pub mod scenario;
+pub mod schema;
 pub mod webhook;
 
 use std::collections::{HashMap, VecDeque};
@@ -307,6 +311,14 @@ impl Sim {
         self.lock().patches.clone()
     }
 
+    /// Changes a dataset's `settings` (and what the simulator enforces) from now on.
+    pub fn set_dataset_settings(&self, dataset: &str, settings: scenario::DatasetSettings) {
+        self.lock()
+            .scenario
+            .settings
+            .insert(dataset.to_owned(), settings);
+    }
+
     /// Every Telegram message accepted.
     pub fn telegram_messages(&self) -> Vec<SentMessage> {
         self.lock().telegram.clone()
@@ -573,11 +585,21 @@ async fn graphql(AxState(sim): AxState<Sim>, headers: HeaderMap, body: String) -
     if !authorised(&sim, &headers) {
         return envelope_error(401, 10_000, "Authentication error");
     }
-    let error = |message: String| {
-        axum::Json(json!({"data": null, "errors": [{"message": message}]})).into_response()
+    let now = sim.now();
+    let error = |errors: Vec<(String, Vec<String>)>| {
+        let errors: Vec<Value> = errors
+            .into_iter()
+            .map(|(message, path)| {
+                json!({"message": message, "path": path, "extensions": {"timestamp": time(now)}})
+            })
+            .collect();
+        axum::Json(json!({"data": null, "errors": errors})).into_response()
     };
     let Ok(request) = serde_json::from_str::<Value>(&body) else {
-        return error("request body is not JSON".into());
+        return error(vec![(
+            "error parsing request body: not JSON".into(),
+            vec![],
+        )]);
     };
     let query = request
         .get("query")
@@ -588,9 +610,19 @@ async fn graphql(AxState(sim): AxState<Sim>, headers: HeaderMap, body: String) -
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
+    // What Cloudflare's schema refuses, cf-sim refuses: same document, same verdict.
+    let invalid = schema::validate(query, &variables);
+    if !invalid.is_empty() {
+        return error(invalid.into_iter().map(|e| (e.message, e.path)).collect());
+    }
     let fields = match gql::parse(query, &variables) {
         Ok(f) => f,
-        Err(e) => return error(format!("syntax error: {e}")),
+        Err(e) => {
+            return error(vec![(
+                format!("cf-sim cannot execute this query: {e}"),
+                vec![],
+            )]);
+        }
     };
     let answer = {
         let state = sim.lock();
@@ -598,7 +630,7 @@ async fn graphql(AxState(sim): AxState<Sim>, headers: HeaderMap, body: String) -
     };
     match answer {
         Ok(data) => axum::Json(json!({"data": data, "errors": null})).into_response(),
-        Err(message) => error(message),
+        Err(e) => error(vec![(e.message, e.path)]),
     }
 }
 

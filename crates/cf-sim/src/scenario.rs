@@ -2,6 +2,7 @@
 //! are offsets from the simulator's start (negative offsets describe the past, so a test can
 //! read an attack that "already happened" without waiting).
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -33,9 +34,10 @@ pub struct Scenario {
     /// most recent minutes of Cloudflare's analytics are partial).
     #[serde(with = "humantime_serde")]
     pub partial: Duration,
-    /// `avg.sampleInterval` reported for every group. Sums are reported as estimates of the
-    /// full traffic (scaled up), whatever the interval.
-    pub sample_interval: f64,
+    /// The `sampleInterval` dimension of every row (Cloudflare's adaptive sampling ratio).
+    /// Sums are reported as estimates of the full traffic (already scaled up, as Cloudflare
+    /// documents), whatever the interval.
+    pub sample_interval: u32,
     /// Clean (passed) packets per second sent to the first address of every prefix, so data
     /// freshness is visible even when nothing is dropped.
     pub clean_pps: f64,
@@ -43,6 +45,43 @@ pub struct Scenario {
     pub prefixes: Vec<PrefixSpec>,
     /// Traffic timeline.
     pub traffic: Vec<TrafficSpec>,
+    /// The `settings` node per dataset (`magicTransitNetworkAnalyticsAdaptiveGroups`,
+    /// `dosdNetworkAnalyticsAdaptiveGroups`); a dataset not listed has the defaults. The
+    /// simulator enforces them on queries as Cloudflare does.
+    pub settings: BTreeMap<String, DatasetSettings>,
+}
+
+/// A dataset's access settings (Cloudflare's `Settings` node).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatasetSettings {
+    /// Available to the account.
+    pub enabled: bool,
+    /// Widest time range of one query.
+    #[serde(with = "humantime_serde")]
+    pub max_duration: Duration,
+    /// Largest `limit`.
+    pub max_page_size: u64,
+    /// Most fields in one query node.
+    pub max_number_of_fields: u64,
+    /// How far back data can be queried.
+    #[serde(with = "humantime_serde")]
+    pub not_older_than: Duration,
+    /// `availableFields`; `None`: every field the simulator serves.
+    pub available_fields: Option<Vec<String>>,
+}
+
+impl Default for DatasetSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_duration: Duration::from_secs(7 * 86_400),
+            max_page_size: 10_000,
+            max_number_of_fields: 30,
+            not_older_than: Duration::from_secs(32 * 86_400),
+            available_fields: None,
+        }
+    }
 }
 
 impl Default for Scenario {
@@ -55,10 +94,11 @@ impl Default for Scenario {
             bucket: Duration::from_secs(60),
             lag: Duration::from_secs(60),
             partial: Duration::from_secs(120),
-            sample_interval: 1.0,
+            sample_interval: 1,
             clean_pps: 100.0,
             prefixes: Vec::new(),
             traffic: Vec::new(),
+            settings: BTreeMap::new(),
         }
     }
 }

@@ -78,6 +78,12 @@ pub enum Error {
     /// Another transport failure.
     #[error("request to Cloudflare failed: {0}")]
     Transport(String),
+    /// Not sent: the GraphQL budget was spent and its hold has not ended.
+    #[error("GraphQL budget spent: no query sent for another {}s", remaining.as_secs())]
+    BudgetHold {
+        /// How long the hold still lasts.
+        remaining: Duration,
+    },
     /// A JSON answer without the expected fields.
     #[error("unexpected answer from Cloudflare: {0}")]
     Decode(String),
@@ -116,10 +122,19 @@ impl Error {
             return false;
         }
         match self {
-            Self::Api { status: 429, .. } | Self::NotJson { status: 429, .. } => true,
-            Self::GraphQl { errors } => errors
-                .iter()
-                .any(|e| e.message.to_ascii_lowercase().contains("rate limit")),
+            Self::Api { status: 429, .. }
+            | Self::NotJson { status: 429, .. }
+            | Self::BudgetHold { .. } => true,
+            // Cloudflare sends no code for these; its documented messages are "rate limiter
+            // budget depleted…", "quota exceeded, please repeat your request…" and "limit
+            // reached, please try reduced time period".
+            Self::GraphQl { errors } => errors.iter().any(|e| {
+                let m = e.message.to_ascii_lowercase();
+                m.contains("rate limit")
+                    || m.contains("budget")
+                    || m.contains("quota exceeded")
+                    || m.contains("limit reached")
+            }),
             _ => false,
         }
     }

@@ -1,11 +1,19 @@
-//! GraphQL: dropped traffic per configured prefix (calm tracking, SPEC §7) and dosd
-//! dropped-traffic events (network analytics, SPEC §8).
+//! GraphQL: dropped traffic per configured prefix (calm tracking, SPEC §7), dosd
+//! dropped-traffic events (network analytics, SPEC §8), and the datasets' `settings`.
 //!
-//! Only field names documented in the fixtures are used: a guessed filter that Cloudflare
-//! ignored would silently change what is counted. In particular the restriction to mitigation
-//! systems is applied here, on the `mitigationSystem` dimension, not with a filter.
+//! Every document here is validated against Cloudflare's published schema by the crate's
+//! schema test (`tests/it/schema.rs`), as sent, variables included. What the schema says that
+//! matters here:
+//! - `magicTransitNetworkAnalyticsAdaptiveGroups` is adaptively sampled and its `sum` fields
+//!   are Cloudflare's estimates already scaled up from the sample: they are used as given.
+//!   `sampleInterval` is a *dimension* of it; there is no `avg { sampleInterval }`.
+//! - No `direction` filter: the docs say ingress/egress, the schema's possible values are
+//!   inbound/outbound/lateral, and a value that matches nothing would read as calm.
+//! - No `mitigationSystem` filter either: rows without a system must count, so the
+//!   restriction to `mitigation_systems` is applied here, on the dimension.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use ipnet::IpNet;
@@ -13,22 +21,26 @@ use serde_json::{Map, Value, json};
 
 use crate::{Client, Error, Result, messages};
 
-/// Calm tracking: dropped ingress traffic by destination subnet and mitigation system, and how
-/// far the account's data reaches (any traffic, clean included).
-const CALM_QUERY: &str = r#"query MtCalm($accountTag: string!, $start: Time!, $end: Time!, $until: Time!, $limit: uint64!) {
+/// The calm-tracking dataset.
+pub const CALM_DATASET: &str = "magicTransitNetworkAnalyticsAdaptiveGroups";
+/// The network-analytics dataset.
+pub const EVENTS_DATASET: &str = "dosdNetworkAnalyticsAdaptiveGroups";
+
+/// Calm tracking: dropped traffic by destination subnet and mitigation system, and how far the
+/// account's data reaches (the newest minute with any traffic, clean included).
+const CALM_QUERY: &str = r#"query MtCalm($accountTag: string!, $start: Time!, $end: Time!, $probeStart: Time!, $until: Time!, $limit: uint64!) {
   viewer {
     accounts(filter: { accountTag: $accountTag }) {
       drops: magicTransitNetworkAnalyticsAdaptiveGroups(
-        filter: { datetime_geq: $start, datetime_lt: $end, outcome: "drop", direction: "ingress" }
+        filter: { datetime_geq: $start, datetime_lt: $end, outcome: "drop" }
         limit: $limit
         orderBy: [sum_packets_DESC]
       ) {
         dimensions { ipDestinationSubnet mitigationSystem }
         sum { packets bits }
-        avg { sampleInterval }
       }
       latest: magicTransitNetworkAnalyticsAdaptiveGroups(
-        filter: { datetime_geq: $start, datetime_leq: $until }
+        filter: { datetime_geq: $probeStart, datetime_leq: $until }
         limit: 1
         orderBy: [datetimeMinute_DESC]
       ) {
@@ -37,6 +49,15 @@ const CALM_QUERY: &str = r#"query MtCalm($accountTag: string!, $start: Time!, $e
     }
   }
 }"#;
+
+/// Fields of the calm query's nodes, in `settings.availableFields` form (`parent_child`).
+pub const CALM_FIELDS: &[&str] = &[
+    "dimensions_ipDestinationSubnet",
+    "dimensions_mitigationSystem",
+    "sum_packets",
+    "sum_bits",
+    "dimensions_datetimeMinute",
+];
 
 /// Network analytics: dosd dropped-traffic events with every dimension the database stores.
 const EVENTS_QUERY: &str = r#"query MtDosdEvents($accountTag: string!, $start: Time!, $end: Time!, $limit: uint64!) {
@@ -59,6 +80,51 @@ const EVENTS_QUERY: &str = r#"query MtDosdEvents($accountTag: string!, $start: T
   }
 }"#;
 
+/// Fields of the events query, in `settings.availableFields` form.
+pub const EVENTS_FIELDS: &[&str] = &[
+    "dimensions_datetime",
+    "dimensions_attackId",
+    "dimensions_attackVector",
+    "dimensions_ruleName",
+    "dimensions_ruleId",
+    "dimensions_mitigationReason",
+    "dimensions_outcome",
+    "dimensions_verdict",
+    "dimensions_ipSourceAddress",
+    "dimensions_sourcePort",
+    "dimensions_sourceAsn",
+    "dimensions_sourceAsnName",
+    "dimensions_sourceCountry",
+    "dimensions_ipDestinationAddress",
+    "dimensions_destinationPort",
+    "dimensions_ipProtocolName",
+    "dimensions_tcpFlagsString",
+    "dimensions_coloCode",
+    "dimensions_coloCountry",
+    "dimensions_coloCity",
+    "sum_packets",
+    "sum_bits",
+];
+
+/// The access settings of both datasets the suite reads.
+const SETTINGS_QUERY: &str = r#"query MtSettings($accountTag: string!) {
+  viewer {
+    accounts(filter: { accountTag: $accountTag }) {
+      settings {
+        magicTransitNetworkAnalyticsAdaptiveGroups {
+          enabled maxDuration maxPageSize maxNumberOfFields notOlderThan availableFields
+        }
+        dosdNetworkAnalyticsAdaptiveGroups {
+          enabled maxDuration maxPageSize maxNumberOfFields notOlderThan availableFields
+        }
+      }
+    }
+  }
+}"#;
+
+/// Every GraphQL document the client sends (the schema test validates each as sent).
+pub const DOCUMENTS: &[&str] = &[CALM_QUERY, EVENTS_QUERY, SETTINGS_QUERY];
+
 /// What to judge.
 #[derive(Debug, Clone)]
 pub struct DroppedTrafficQuery<'a> {
@@ -66,25 +132,33 @@ pub struct DroppedTrafficQuery<'a> {
     pub start: DateTime<Utc>,
     /// Window end, exclusive (`datetime_lt`): consecutive windows count each bucket once.
     pub end: DateTime<Utc>,
-    /// How far to look for the newest data of any kind (usually "now").
+    /// How far to look for the newest data of any kind (usually "now"). The freshness probe
+    /// covers `[start, data_until]`, cut to the dataset's `maxDuration` (see
+    /// [`DatasetLimits::probe_start`]).
     pub data_until: DateTime<Utc>,
-    /// Whose drops count.
+    /// Where the freshness probe starts (at most `maxDuration` before `data_until`).
+    pub probe_start: DateTime<Utc>,
+    /// Whose drops count (rows without a system count too).
     pub mitigation_systems: &'a [String],
     /// The configured prefixes.
     pub prefixes: &'a [IpNet],
-    /// Row limit of the query; a result with this many rows is incomplete.
+    /// Row limit of the query (at most the dataset's `maxPageSize`); a result with this many
+    /// rows is incomplete.
     pub limit: u32,
 }
 
 /// Dropped traffic attributed to one configured prefix.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PrefixDrops {
-    /// `sum.packets` of the attributed rows, as Cloudflare returned it.
+    /// `sum.packets` of the attributed rows: Cloudflare's estimates, used as given.
     pub packets: f64,
-    /// `sum.bits` of the attributed rows, as Cloudflare returned it.
+    /// `sum.bits` of the attributed rows, as given.
     pub bits: f64,
-    /// Mitigation systems seen.
+    /// Mitigation systems seen (`(none)` for rows without one).
     pub systems: BTreeSet<String>,
+    /// Attributed rows whose `sum.packets` or `sum.bits` was missing or not a number: the
+    /// totals are unknown (never read as 0).
+    pub malformed_rows: usize,
 }
 
 /// The answer to a [`DroppedTrafficQuery`].
@@ -98,13 +172,15 @@ pub struct DroppedTraffic {
     pub truncated: bool,
     /// Rows whose destination could not be parsed (they might concern a configured prefix).
     pub unparsed_rows: usize,
-    /// Largest `avg.sampleInterval` among the rows (1 = unsampled), if reported.
-    pub sample_interval: Option<f64>,
-    /// Start of the newest minute with any traffic in `[start, data_until]`; `None`: no data.
+    /// Start of the newest minute with any traffic in `[probe_start, data_until]`; `None`: no
+    /// data.
     pub latest_minute: Option<DateTime<Utc>>,
     /// Cloudflare's `Date` header (compare with the local clock for skew).
     pub served_at: Option<DateTime<Utc>>,
 }
+
+/// What a row of the mitigation-system dimension is recorded as when it has no system.
+pub const NO_SYSTEM: &str = "(none)";
 
 /// One dosd event row.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,16 +204,155 @@ pub struct DosdEvents {
     pub served_at: Option<DateTime<Utc>>,
 }
 
+/// A dataset's `settings` node (SPEC §7.2): what the account may query. A field Cloudflare
+/// did not answer is `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DatasetSettings {
+    /// The dataset is available to the account.
+    pub enabled: Option<bool>,
+    /// Widest time range of one query.
+    pub max_duration: Option<Duration>,
+    /// Largest `limit`.
+    pub max_page_size: Option<u64>,
+    /// Most fields in one query node.
+    pub max_number_of_fields: Option<u64>,
+    /// How far back data can be queried.
+    pub not_older_than: Option<Duration>,
+    /// Fields that may be queried, `parent_child` (e.g. `sum_packets`).
+    pub available_fields: Option<Vec<String>>,
+}
+
+/// The settings of both datasets, keyed by dataset name ([`CALM_DATASET`], [`EVENTS_DATASET`]).
+pub type Settings = BTreeMap<String, DatasetSettings>;
+
+/// Why a dataset cannot serve one of the suite's queries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettingsProblem {
+    /// `enabled: false`.
+    Disabled,
+    /// Cloudflare did not answer this dataset's settings.
+    Missing,
+    /// These queried fields are not in `availableFields`.
+    FieldsUnavailable(Vec<String>),
+    /// A query node asks for more fields than `maxNumberOfFields`.
+    TooManyFields {
+        /// Fields the node asks for.
+        asked: usize,
+        /// `maxNumberOfFields`.
+        allowed: u64,
+    },
+}
+
+impl std::fmt::Display for SettingsProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Disabled => f.write_str("the dataset is not enabled for this account"),
+            Self::Missing => f.write_str("Cloudflare returned no settings for the dataset"),
+            Self::FieldsUnavailable(fields) => {
+                write!(
+                    f,
+                    "fields not available to this account: {}",
+                    fields.join(", ")
+                )
+            }
+            Self::TooManyFields { asked, allowed } => write!(
+                f,
+                "the query asks for {asked} fields, the account may ask for {allowed}"
+            ),
+        }
+    }
+}
+
+impl DatasetSettings {
+    /// What keeps this dataset from answering a query of `fields` (in `parent_child` form).
+    /// A dimension counts as available when listed as `dimensions_x` or as `x`: which form
+    /// Cloudflare uses for dimensions is not documented, and either means the field exists.
+    pub fn problems(&self, fields: &[&str]) -> Vec<SettingsProblem> {
+        let mut out = Vec::new();
+        if self.enabled == Some(false) {
+            out.push(SettingsProblem::Disabled);
+        }
+        if let Some(available) = &self.available_fields {
+            let has = |f: &str| {
+                available.iter().any(|a| a == f)
+                    || f.strip_prefix("dimensions_")
+                        .is_some_and(|bare| available.iter().any(|a| a == bare))
+            };
+            let missing: Vec<String> = fields
+                .iter()
+                .filter(|f| !has(f))
+                .map(|f| (*f).to_owned())
+                .collect();
+            if !missing.is_empty() {
+                out.push(SettingsProblem::FieldsUnavailable(missing));
+            }
+        }
+        if let Some(allowed) = self.max_number_of_fields
+            && fields.len() as u64 > allowed
+        {
+            out.push(SettingsProblem::TooManyFields {
+                asked: fields.len(),
+                allowed,
+            });
+        }
+        out
+    }
+
+    /// The limits a query of this dataset must stay within: the given defaults, narrowed by
+    /// the settings.
+    pub fn limits(&self, window: Duration, limit: u32) -> DatasetLimits {
+        DatasetLimits {
+            max_window: self.max_duration.map_or(window, |m| window.min(m)),
+            max_duration: self.max_duration,
+            limit: self
+                .max_page_size
+                .map_or(limit, |m| limit.min(u32::try_from(m).unwrap_or(u32::MAX)))
+                .max(1),
+            not_older_than: self.not_older_than,
+        }
+    }
+}
+
+/// The limits one query obeys (from [`DatasetSettings::limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatasetLimits {
+    /// Widest window to ask for.
+    pub max_window: Duration,
+    /// `maxDuration`, if known: no time range of a query (the freshness probe's included) is
+    /// wider.
+    pub max_duration: Option<Duration>,
+    /// `limit` to send.
+    pub limit: u32,
+    /// `notOlderThan`, if known.
+    pub not_older_than: Option<Duration>,
+}
+
+impl DatasetLimits {
+    /// Where a freshness probe ending at `until` may start, given it wants to start at `from`.
+    pub fn probe_start(&self, from: DateTime<Utc>, until: DateTime<Utc>) -> DateTime<Utc> {
+        match self
+            .max_duration
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+        {
+            Some(d) => from.max(until - d),
+            None => from,
+        }
+    }
+
+    /// The oldest time a query built at `now` may ask for, keeping `margin` (one interval) for
+    /// the time between building the query and Cloudflare receiving it; `None`: no limit known.
+    pub fn oldest_queryable(&self, now: DateTime<Utc>, margin: Duration) -> Option<DateTime<Utc>> {
+        let d = chrono::Duration::from_std(self.not_older_than?).ok()?;
+        Some(now - d + chrono::Duration::from_std(margin).unwrap_or_default())
+    }
+}
+
 fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// `data.viewer.accounts[0]`, or the GraphQL errors.
+/// `data.viewer.accounts[0]`.
 fn account(body: &Value) -> Result<&Map<String, Value>> {
-    let errors = messages(body, "errors");
-    if !errors.is_empty() {
-        return Err(Error::GraphQl { errors });
-    }
     body.pointer("/data/viewer/accounts/0")
         .and_then(Value::as_object)
         .ok_or_else(|| {
@@ -155,90 +370,108 @@ fn rows<'a>(account: &'a Map<String, Value>, alias: &str) -> Result<&'a Vec<Valu
         .ok_or_else(|| Error::Decode(format!("answer without {alias}[]")))
 }
 
-fn number(v: Option<&Value>) -> f64 {
-    match v {
-        Some(Value::Number(n)) => n.as_f64().unwrap_or(0.0),
-        Some(Value::String(s)) => s.trim().parse().unwrap_or(0.0),
-        _ => 0.0,
+/// A number as Cloudflare sends it (number or numeric string); `None` when missing or not a
+/// finite, non-negative number.
+fn number(v: Option<&Value>) -> Option<f64> {
+    let n = match v? {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => s.trim().parse().ok()?,
+        _ => return None,
+    };
+    (n.is_finite() && n >= 0.0).then_some(n)
+}
+
+fn seconds(v: Option<&Value>) -> Option<Duration> {
+    number(v).map(Duration::from_secs_f64)
+}
+
+fn parse_settings(v: &Value) -> DatasetSettings {
+    DatasetSettings {
+        enabled: v.get("enabled").and_then(Value::as_bool),
+        max_duration: seconds(v.get("maxDuration")),
+        max_page_size: number(v.get("maxPageSize")).map(|n| n as u64),
+        max_number_of_fields: number(v.get("maxNumberOfFields")).map(|n| n as u64),
+        not_older_than: seconds(v.get("notOlderThan")),
+        available_fields: v.get("availableFields").and_then(Value::as_array).map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        }),
     }
 }
 
 impl Client {
-    /// Dropped ingress traffic of `q.mitigation_systems` per configured prefix, attributed by
-    /// real CIDR containment (v4 and v6). A row whose subnet overlaps a prefix in either
-    /// direction counts for it: when in doubt, traffic counts as attack.
+    /// Dropped traffic of `q.mitigation_systems` (and of rows without a system) per configured
+    /// prefix, attributed by real CIDR containment (v4 and v6). A row whose subnet overlaps a
+    /// prefix in either direction counts for it: when in doubt, traffic counts as attack.
     pub async fn dropped_traffic(&self, q: &DroppedTrafficQuery<'_>) -> Result<DroppedTraffic> {
-        let body = json!({
-            "query": CALM_QUERY,
-            "variables": {
-                "accountTag": self.account_id(),
-                "start": time(q.start),
-                "end": time(q.end),
-                "until": time(q.data_until),
-                "limit": q.limit,
-            }
+        let variables = json!({
+            "accountTag": self.account_id(),
+            "start": time(q.start),
+            "end": time(q.end),
+            "probeStart": time(q.probe_start),
+            "until": time(q.data_until),
+            "limit": q.limit,
         });
-        let url = self.graphql_url.clone();
         let reply = self
-            .call("dropped_traffic", |http| http.post(url.clone()).json(&body))
+            .graphql("dropped_traffic", CALM_QUERY, variables)
             .await?;
-        let parsed = (|| {
-            let account = account(&reply.body)?;
-            let drops = rows(account, "drops")?;
-            let mut out = DroppedTraffic {
-                per_prefix: q
-                    .prefixes
-                    .iter()
-                    .map(|p| (*p, PrefixDrops::default()))
-                    .collect(),
-                rows: drops.len(),
-                truncated: drops.len() >= q.limit as usize,
-                served_at: reply.date,
-                ..Default::default()
+        let account = account(&reply.body)?;
+        let drops = rows(account, "drops")?;
+        let mut out = DroppedTraffic {
+            per_prefix: q
+                .prefixes
+                .iter()
+                .map(|p| (*p, PrefixDrops::default()))
+                .collect(),
+            rows: drops.len(),
+            truncated: drops.len() >= q.limit as usize,
+            served_at: reply.date,
+            ..Default::default()
+        };
+        for row in drops {
+            let system = row
+                .pointer("/dimensions/mitigationSystem")
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|s| !s.is_empty());
+            // A row without a system counts: when in doubt, it is an attack's traffic.
+            if system.is_some_and(|s| !q.mitigation_systems.iter().any(|m| m == s)) {
+                continue;
+            }
+            let Some(subnet) = row
+                .pointer("/dimensions/ipDestinationSubnet")
+                .and_then(Value::as_str)
+                .and_then(|s| s.trim().parse::<IpNet>().ok())
+            else {
+                out.unparsed_rows += 1;
+                continue;
             };
-            for row in drops {
-                let system = row
-                    .pointer("/dimensions/mitigationSystem")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                if !q.mitigation_systems.iter().any(|s| s == system) {
-                    continue;
-                }
-                let Some(subnet) = row
-                    .pointer("/dimensions/ipDestinationSubnet")
-                    .and_then(Value::as_str)
-                    .and_then(|s| s.parse::<IpNet>().ok())
-                else {
-                    out.unparsed_rows += 1;
-                    continue;
-                };
-                if let Some(interval) = row.pointer("/avg/sampleInterval").map(|v| number(Some(v)))
-                {
-                    out.sample_interval = Some(
-                        out.sample_interval
-                            .map_or(interval, |s: f64| s.max(interval)),
-                    );
-                }
-                for (prefix, drops) in out.per_prefix.iter_mut() {
-                    if prefix.contains(&subnet) || subnet.contains(prefix) {
-                        drops.packets += number(row.pointer("/sum/packets"));
-                        drops.bits += number(row.pointer("/sum/bits"));
-                        drops.systems.insert(system.to_owned());
+            let (packets, bits) = (
+                number(row.pointer("/sum/packets")),
+                number(row.pointer("/sum/bits")),
+            );
+            for (prefix, drops) in out.per_prefix.iter_mut() {
+                if prefix.contains(&subnet) || subnet.contains(prefix) {
+                    match (packets, bits) {
+                        (Some(p), Some(b)) => {
+                            drops.packets += p;
+                            drops.bits += b;
+                        }
+                        _ => drops.malformed_rows += 1,
                     }
+                    drops.systems.insert(system.unwrap_or(NO_SYSTEM).to_owned());
                 }
             }
-            out.latest_minute = rows(account, "latest")?
-                .first()
-                .and_then(|r| r.pointer("/dimensions/datetimeMinute"))
-                .and_then(Value::as_str)
-                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-                .map(|t| t.with_timezone(&Utc));
-            Ok(out)
-        })();
-        if let Err(e) = &parsed {
-            self.note_rate_limit(e);
         }
-        parsed
+        out.latest_minute = rows(account, "latest")?
+            .first()
+            .and_then(|r| r.pointer("/dimensions/datetimeMinute"))
+            .and_then(Value::as_str)
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&Utc));
+        Ok(out)
     }
 
     /// dosd dropped-traffic events in `(start, end)`, newest first, at most `limit` rows.
@@ -248,43 +481,188 @@ impl Client {
         end: DateTime<Utc>,
         limit: u32,
     ) -> Result<DosdEvents> {
-        let body = json!({
-            "query": EVENTS_QUERY,
-            "variables": {
-                "accountTag": self.account_id(),
-                "start": time(start),
-                "end": time(end),
-                "limit": limit,
-            }
+        let variables = json!({
+            "accountTag": self.account_id(),
+            "start": time(start),
+            "end": time(end),
+            "limit": limit,
         });
-        let url = self.graphql_url.clone();
-        let reply = self
-            .call("dosd_events", |http| http.post(url.clone()).json(&body))
-            .await?;
-        let parsed = (|| {
-            let account = account(&reply.body)?;
-            let rows = rows(account, "events")?;
-            let events = rows
-                .iter()
-                .map(|row| DosdEvent {
-                    dimensions: row
-                        .get("dimensions")
-                        .and_then(Value::as_object)
-                        .cloned()
-                        .unwrap_or_default(),
-                    packets: number(row.pointer("/sum/packets")) as u64,
-                    bits: number(row.pointer("/sum/bits")) as u64,
-                })
-                .collect();
-            Ok(DosdEvents {
-                events,
-                truncated: rows.len() >= limit as usize,
-                served_at: reply.date,
+        let reply = self.graphql("dosd_events", EVENTS_QUERY, variables).await?;
+        let account = account(&reply.body)?;
+        let rows = rows(account, "events")?;
+        let events = rows
+            .iter()
+            .map(|row| DosdEvent {
+                dimensions: row
+                    .get("dimensions")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default(),
+                packets: number(row.pointer("/sum/packets")).unwrap_or(0.0) as u64,
+                bits: number(row.pointer("/sum/bits")).unwrap_or(0.0) as u64,
             })
-        })();
-        if let Err(e) = &parsed {
-            self.note_rate_limit(e);
+            .collect();
+        Ok(DosdEvents {
+            events,
+            truncated: rows.len() >= limit as usize,
+            served_at: reply.date,
+        })
+    }
+
+    /// The `settings` of the calm-tracking and network-analytics datasets. A dataset missing
+    /// from the answer is missing from the map.
+    pub async fn dataset_settings(&self) -> Result<Settings> {
+        let variables = json!({ "accountTag": self.account_id() });
+        let reply = self.graphql("settings", SETTINGS_QUERY, variables).await?;
+        let account = account(&reply.body)?;
+        let settings = account
+            .get("settings")
+            .and_then(Value::as_object)
+            .ok_or_else(|| Error::Decode("answer without settings".into()))?;
+        Ok([CALM_DATASET, EVENTS_DATASET]
+            .iter()
+            .filter_map(|d| {
+                settings
+                    .get(*d)
+                    .filter(|v| v.is_object())
+                    .map(|v| ((*d).to_owned(), parse_settings(v)))
+            })
+            .collect())
+    }
+}
+
+/// `errors[]` of a GraphQL answer as an error (a 200 may carry them).
+pub(crate) fn graphql_errors(body: &Value) -> Option<Error> {
+    let errors = messages(body, "errors");
+    (!errors.is_empty()).then_some(Error::GraphQl { errors })
+}
+
+/// How often a daemon re-reads its dataset's settings (SPEC §7.2: at start and hourly).
+pub const SETTINGS_EVERY: Duration = Duration::from_secs(3600);
+/// How soon a failed settings read is tried again.
+const SETTINGS_RETRY: Duration = Duration::from_secs(300);
+
+/// What one daemon knows of its dataset's settings: read at start and hourly, shared between
+/// its cycle and its `/metrics` (cheap to clone). Pure bookkeeping: the caller reads, alerts
+/// and exposes.
+#[derive(Debug, Clone)]
+pub struct DatasetWatch {
+    dataset: &'static str,
+    fields: &'static [&'static str],
+    state: std::sync::Arc<std::sync::Mutex<WatchState>>,
+}
+
+#[derive(Debug, Default)]
+struct WatchState {
+    next_read: Option<DateTime<Utc>>,
+    settings: Option<DatasetSettings>,
+    problems: Vec<SettingsProblem>,
+    alerted: Option<String>,
+}
+
+/// What changed with a settings reading, for the caller to tell the SOC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchChange {
+    /// The dataset became unusable (first reading included): alert once.
+    Unusable(String),
+    /// It is usable again after an alert.
+    Usable,
+}
+
+impl DatasetWatch {
+    /// A watch of `dataset`, queried for `fields` (`parent_child` form).
+    pub fn new(dataset: &'static str, fields: &'static [&'static str]) -> Self {
+        Self {
+            dataset,
+            fields,
+            state: std::sync::Arc::default(),
         }
-        parsed
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WatchState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A watch of the calm-tracking dataset (mt-autowithdraw).
+    pub fn calm() -> Self {
+        Self::new(CALM_DATASET, CALM_FIELDS)
+    }
+
+    /// A watch of the network-analytics dataset (mt-network-analytics).
+    pub fn events() -> Self {
+        Self::new(EVENTS_DATASET, EVENTS_FIELDS)
+    }
+
+    /// The dataset's name.
+    pub fn dataset(&self) -> &'static str {
+        self.dataset
+    }
+
+    /// Whether the settings should be read now (never read, an hour since, or a failed read's
+    /// retry time reached).
+    pub fn due(&self, now: DateTime<Utc>) -> bool {
+        self.lock().next_read.is_none_or(|t| now >= t)
+    }
+
+    /// Records a reading taken at `now`. A failed read keeps what was known (the queries
+    /// themselves still fail or succeed on their own) and is retried in five minutes.
+    pub fn record(&self, now: DateTime<Utc>, reading: &Result<Settings>) -> Option<WatchChange> {
+        let mut state = self.lock();
+        let settings = match reading {
+            Ok(all) => all.get(self.dataset).cloned(),
+            Err(e) => {
+                tracing::warn!(dataset = self.dataset, error = %e, "cannot read the dataset's settings; retrying in 5 minutes");
+                state.next_read =
+                    Some(now + chrono::Duration::from_std(SETTINGS_RETRY).unwrap_or_default());
+                return None;
+            }
+        };
+        state.next_read =
+            Some(now + chrono::Duration::from_std(SETTINGS_EVERY).unwrap_or_default());
+        state.problems = match &settings {
+            Some(s) => s.problems(self.fields),
+            None => vec![SettingsProblem::Missing],
+        };
+        state.settings = settings;
+        if state.problems.is_empty() {
+            return state.alerted.take().map(|_| WatchChange::Usable);
+        }
+        let text = state
+            .problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        if state.alerted.as_deref() == Some(text.as_str()) {
+            return None;
+        }
+        state.alerted = Some(text.clone());
+        Some(WatchChange::Unusable(text))
+    }
+
+    /// Why the dataset cannot be queried now (empty: usable, or not read yet).
+    pub fn problems(&self) -> Vec<SettingsProblem> {
+        self.lock().problems.clone()
+    }
+
+    /// `1` usable, `0` unusable, `-1` settings not read yet (for `/metrics`).
+    pub fn usable_gauge(&self) -> f64 {
+        let state = self.lock();
+        match (&state.settings, state.problems.is_empty()) {
+            (_, false) => 0.0,
+            (Some(_), true) => 1.0,
+            (None, true) => -1.0,
+        }
+    }
+
+    /// The limits to query within: `window` and `limit` narrowed by the last settings read.
+    pub fn limits(&self, window: Duration, limit: u32) -> DatasetLimits {
+        self.lock()
+            .settings
+            .clone()
+            .unwrap_or_default()
+            .limits(window, limit)
     }
 }

@@ -28,6 +28,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// How long a GraphQL budget error (no `Retry-After`) is assumed to last: Cloudflare's budget
 /// window is five minutes.
 const GRAPHQL_BUDGET_WINDOW: Duration = Duration::from_secs(300);
+/// Longest GraphQL hold, whatever `Retry-After` says.
+const MAX_GRAPHQL_HOLD: Duration = Duration::from_secs(3600);
 
 /// Retry schedule.
 #[derive(Debug, Clone)]
@@ -66,6 +68,8 @@ pub struct ClientOptions {
     pub retry: RetryPolicy,
     /// Waits between retries.
     pub sleeper: Sleeper,
+    /// "Now" for holds that last minutes (the GraphQL budget window): injected in tests.
+    pub clock: mt_common::SharedClock,
 }
 
 impl std::fmt::Debug for ClientOptions {
@@ -85,6 +89,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
             sleeper: Arc::new(|d| Box::pin(tokio::time::sleep(d))),
+            clock: mt_common::SystemClock::shared(),
         }
     }
 }
@@ -106,6 +111,8 @@ pub struct Client {
     retry: RetryPolicy,
     sleeper: Sleeper,
     rate_limited_until: Arc<Mutex<Option<tokio::time::Instant>>>,
+    graphql_held_until: Arc<Mutex<Option<DateTime<Utc>>>>,
+    clock: mt_common::SharedClock,
 }
 
 impl std::fmt::Debug for Client {
@@ -154,17 +161,73 @@ impl Client {
             retry: options.retry,
             sleeper: options.sleeper,
             rate_limited_until: Arc::default(),
+            graphql_held_until: Arc::default(),
+            clock: options.clock,
         })
     }
 
-    /// How long Cloudflare still asks us to hold off (after a 429 or a GraphQL budget error);
-    /// `None` when not rate-limited. Lets callers say "rate limited" rather than "calm".
+    /// How long Cloudflare's REST API still asks us to hold off (after a 429); `None` when not
+    /// rate-limited. Lets callers say "rate limited" rather than "calm".
     pub fn rate_limited_for(&self) -> Option<Duration> {
         let until = *self
             .rate_limited_until
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         until.and_then(|t| t.checked_duration_since(tokio::time::Instant::now()))
+    }
+
+    /// How long this client still sends no GraphQL query after a budget error (HTTP 429, or
+    /// `errors` about the rate limiter budget); `None` when it may query.
+    pub fn graphql_held_for(&self) -> Option<Duration> {
+        let until = *self
+            .graphql_held_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        until.and_then(|t| {
+            (t - self.clock.now())
+                .to_std()
+                .ok()
+                .filter(|d| !d.is_zero())
+        })
+    }
+
+    /// One GraphQL request. A budget error is never retried: every GraphQL call of this client
+    /// then fails at once, without sending, until the hold ends — `Retry-After` when Cloudflare
+    /// gives one, else its documented five-minute budget window — so a spent budget is not made
+    /// worse by a burst of retries. Other transient failures are retried per the policy. A 200
+    /// carrying `errors` is an error (never "no rows").
+    pub(crate) async fn graphql(&self, what: &str, query: &str, variables: Value) -> Result<Reply> {
+        if let Some(remaining) = self.graphql_held_for() {
+            return Err(Error::BudgetHold { remaining });
+        }
+        let body = serde_json::json!({ "query": query, "variables": variables });
+        let url = self.graphql_url.clone();
+        let result = self
+            .call_with(what, false, |http| http.post(url.clone()).json(&body))
+            .await
+            .and_then(|reply| match graphql::graphql_errors(&reply.body) {
+                Some(e) => Err(e),
+                None => Ok(reply),
+            });
+        if let Err(e) = &result
+            && e.is_rate_limited()
+        {
+            // An absurd Retry-After must not blind the daemons for days.
+            let hold = e
+                .retry_after()
+                .unwrap_or(GRAPHQL_BUDGET_WINDOW)
+                .min(MAX_GRAPHQL_HOLD);
+            let until = chrono::Duration::from_std(hold)
+                .ok()
+                .and_then(|d| self.clock.now().checked_add_signed(d))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC);
+            *self
+                .graphql_held_until
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(until);
+            tracing::warn!(call = what, hold_secs = hold.as_secs(), error = %e, "GraphQL budget error; no GraphQL query until the hold ends");
+        }
+        result
     }
 
     fn note_rate_limit(&self, error: &Error) {
@@ -197,6 +260,16 @@ impl Client {
         what: &str,
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<Reply> {
+        self.call_with(what, true, build).await
+    }
+
+    /// [`Self::call`]; `retry_rate_limited: false` returns a 429 at once (GraphQL budget).
+    async fn call_with(
+        &self,
+        what: &str,
+        retry_rate_limited: bool,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<Reply> {
         let mut attempt = 0;
         loop {
             let result = self.once(build(&self.http)).await;
@@ -204,9 +277,12 @@ impl Client {
                 Ok(reply) => return Ok(reply),
                 Err(e) => e,
             };
-            self.note_rate_limit(&error);
+            if retry_rate_limited {
+                self.note_rate_limit(&error);
+            }
             let delay = match (error.is_transient(), error.retry_after()) {
                 (false, _) => None,
+                (true, _) if !retry_rate_limited && error.is_rate_limited() => None,
                 (true, Some(after)) if after > self.retry.max_retry_after => None,
                 (true, Some(after)) => self.retry.delays.get(attempt).map(|_| after),
                 (true, None) => self.retry.delays.get(attempt).copied(),

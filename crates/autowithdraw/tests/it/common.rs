@@ -84,6 +84,7 @@ impl World {
                 delays: vec![Duration::from_millis(1); 3],
                 max_retry_after: Duration::from_secs(1),
             },
+            clock: clock.shared(),
             ..ClientOptions::default()
         };
         let client = Client::new(
@@ -99,6 +100,7 @@ impl World {
             client,
             clock: clock.shared(),
             holder: Engine::new_holder(),
+            datasets: mt_cloudflare::graphql::DatasetWatch::calm(),
         };
         Self {
             _dir: dir,
@@ -146,6 +148,7 @@ impl World {
         Engine {
             store,
             holder: format!("{}-b", Engine::new_holder()),
+            datasets: mt_cloudflare::graphql::DatasetWatch::calm(),
             ..self.engine.clone()
         }
     }

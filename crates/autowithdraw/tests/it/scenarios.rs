@@ -80,16 +80,9 @@ async fn failing_analytics_never_read_as_calm_and_raise_the_blind_alert() {
     while w.t() < 600 {
         w.step().await;
     }
-    // (fault, how many requests one cycle's call makes: retried ones are tried four times)
-    let faults = [
-        (
-            Fault::GraphQlError("rate limiter budget depleted, try again after 5 minutes".into()),
-            1,
-        ),
-        (Fault::Status(502), 4),
-        (Fault::Html(503), 4),
-        (Fault::RateLimited(None), 4),
-    ];
+    // (fault, how many requests one cycle's call makes: retried ones are tried four times;
+    // budget errors are not retried and hold every query, see the next test)
+    let faults = [(Fault::Status(502), 4), (Fault::Html(503), 4)];
     for i in 0..30 {
         let (fault, count) = faults[i % faults.len()].clone();
         let before = w.sim.sim.graphql_queries();
@@ -120,6 +113,41 @@ async fn failing_analytics_never_read_as_calm_and_raise_the_blind_alert() {
     let at = w.run_until_withdrawn("b-p24", 4 * 3600).await;
     assert!(at.is_some());
     assert!(w.kinds().await.contains(&"telemetry_recovered".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graphql_budget_error_backs_off_five_minutes_without_a_burst() {
+    for fault in [
+        Fault::RateLimited(None),
+        Fault::GraphQlError("rate limiter budget depleted, try again after 5 minutes".into()),
+    ] {
+        let w = World::new(
+            vec![prefix("p24", "203.0.113.0/24", 1800)],
+            vec![attack("203.0.113.10", -1800, 600)],
+            "",
+        )
+        .await;
+        while w.t() < 600 {
+            w.step().await;
+        }
+        let before = w.sim.sim.graphql_queries();
+        w.sim.sim.inject(Endpoint::GraphQl, fault.clone(), 1);
+        // The budget error, then nothing sent for Cloudflare's five-minute window.
+        for _ in 0..5 {
+            let report = w.step().await;
+            assert!(report.unknown.is_some(), "{fault:?}: {report:?}");
+            assert!(report.withdrawn.is_empty());
+        }
+        assert_eq!(
+            w.sim.sim.graphql_queries() - before,
+            1,
+            "{fault:?}: one query, no retry burst, none during the hold"
+        );
+        // After the window, judging resumes.
+        let report = w.step().await;
+        assert!(report.windows > 0, "{report:?}");
+        assert!(w.sim.sim.graphql_queries() - before > 1);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -149,6 +149,7 @@ async fn a_scripted_attack_is_read_per_prefix_for_v4_24_v4_23_and_v6_48() {
         start: start - Span::seconds(1140),
         end: start - Span::seconds(660),
         data_until: chrono::Utc::now(),
+        probe_start: start - Span::seconds(1140),
         mitigation_systems: &systems,
         prefixes: &prefixes,
         limit: 1000,
@@ -166,7 +167,6 @@ async fn a_scripted_attack_is_read_per_prefix_for_v4_24_v4_23_and_v6_48() {
     );
     assert_eq!(get(&t, "2001:db8:1000::/48"), 5_000.0 * 60.0 * 8.0);
     assert!(!t.truncated);
-    assert_eq!(t.sample_interval, Some(1.0));
     // Pipeline lag (60 s): the newest bucket is at most now - 60 s, and the one before start
     // is always delivered by now.
     let latest = t.latest_minute.unwrap();
@@ -258,6 +258,7 @@ async fn the_most_recent_buckets_are_partial() {
         start: start - Span::seconds(240),
         end: start,
         data_until: chrono::Utc::now(),
+        probe_start: start - Span::seconds(240),
         mitigation_systems: &systems,
         prefixes: &prefixes,
         limit: 1000,
@@ -296,6 +297,7 @@ async fn an_injected_clock_drives_the_timeline_and_the_15_minute_rule() {
         start: start + Span::seconds(600),
         end: start + Span::seconds(840),
         data_until: now,
+        probe_start: start + Span::seconds(600),
         mitigation_systems: &systems,
         prefixes: &prefixes,
         limit: 1000,

@@ -20,22 +20,70 @@ async fn raw_graphql(sim: &cf_sim::Running, query: &str) -> Value {
         .unwrap()
 }
 
+async fn graphql_with(sim: &cf_sim::Running, query: &str, variables: Value) -> Value {
+    reqwest::Client::new()
+        .post(sim.graphql_url())
+        .bearer_auth("cf-sim-token")
+        .json(&json!({"query": query, "variables": variables}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// A valid calm-style query over the last ten minutes.
+fn valid_query() -> String {
+    let now = chrono::Utc::now();
+    let t = |m: i64| {
+        (now - chrono::Duration::minutes(m)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    format!(
+        "query($a: string!) {{ viewer {{ accounts(filter: {{accountTag: $a}}) {{ magicTransitNetworkAnalyticsAdaptiveGroups(filter: {{datetime_geq: \"{}\", datetime_leq: \"{}\", outcome: \"drop\"}}, limit: 10) {{ dimensions {{ ipDestinationSubnet sampleInterval }} sum {{ packets }} }} }} }} }}",
+        t(10),
+        t(5)
+    )
+}
+
+fn first_error(answer: &Value) -> String {
+    answer["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 #[tokio::test]
-async fn undocumented_field_names_are_graphql_errors() {
+async fn what_cloudflares_schema_refuses_cf_sim_refuses() {
     let sim = start(scenario()).await;
-    let ok = "query($a: string!) { viewer { accounts(filter: {accountTag: $a}) { magicTransitNetworkAnalyticsAdaptiveGroups(filter: {datetime_geq: \"2026-01-01T00:00:00Z\", datetime_leq: \"2026-01-01T00:05:00Z\"}, limit: 10) { dimensions { ipDestinationSubnet } sum { packets } } } } }";
-    let answer = raw_graphql(&sim, ok).await;
+    let ok = valid_query();
+    let answer = raw_graphql(&sim, &ok).await;
     assert!(answer["errors"].is_null(), "{answer}");
+    assert_eq!(
+        answer["data"]["viewer"]["accounts"][0]["magicTransitNetworkAnalyticsAdaptiveGroups"][0]["dimensions"]
+            ["sampleInterval"],
+        1,
+        "sampleInterval is a dimension of this node: {answer}"
+    );
     for (guess, needle) in [
+        // The query that would have blinded production: `avg { sampleInterval }` does not exist.
+        (
+            ok.replace("sum { packets }", "sum { packets } avg { sampleInterval }"),
+            "sampleInterval",
+        ),
+        // A filter value outside the dimension's documented possible values.
+        (
+            ok.replace(
+                "outcome: \"drop\"",
+                "outcome: \"drop\", direction: \"ingress\"",
+            ),
+            "possible values: inbound, outbound, lateral",
+        ),
         (
             ok.replace("ipDestinationSubnet", "destinationSubnet"),
             "destinationSubnet",
         ),
         (ok.replace("datetime_leq", "datetime_lte"), "datetime_lte"),
-        (
-            ok.replace("limit: 10", "limit: 10, mitigationSystem_in: [\"dosd\"]"),
-            "mitigationSystem_in",
-        ),
         (ok.replace("sum { packets }", "sum { bytes }"), "bytes"),
         (
             ok.replace(
@@ -44,21 +92,142 @@ async fn undocumented_field_names_are_graphql_errors() {
             ),
             "magicTransitNetworkAnalyticsGroups",
         ),
-        (ok.replace("limit: 10", "limit: 20000"), "limit"),
+        // `limit` is required by the schema.
+        (ok.replace(", limit: 10", ""), "limit"),
+        (
+            ok.replace("limit: 10", "limit: -1"),
+            "out of range for uint64",
+        ),
+        (
+            ok.replace("datetime_geq: \"", "datetime_geq: \"yesterday"),
+            "RFC 3339",
+        ),
+        (
+            ok.replace("limit: 10", "limit: 20000"),
+            "limit must be less or equal to 10000",
+        ),
+        // Valid on Cloudflare, but not simulated: refused, never ignored.
+        (
+            ok.replace("outcome: \"drop\"", "outcome: \"drop\", coloCode: \"FRA\""),
+            "does not simulate the filter coloCode",
+        ),
+        (
+            ok.replace("limit: 10", "limit: 10, orderBy: [coloCode_ASC]"),
+            "does not simulate orderBy coloCode_ASC",
+        ),
         (
             ok.replace("{ viewer", "{ viewer {")
                 .replace("} } } } }", "} } } } } }"),
-            "syntax",
+            "",
         ),
     ] {
         let answer = raw_graphql(&sim, &guess).await;
-        let message = answer["errors"][0]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        assert!(message.contains(needle), "{needle}: {answer}");
-        assert!(answer["data"].is_null());
+        let messages: Vec<&str> = answer["errors"]
+            .as_array()
+            .map(|e| e.iter().filter_map(|e| e["message"].as_str()).collect())
+            .unwrap_or_default();
+        assert!(
+            messages.iter().any(|m| !m.is_empty() && m.contains(needle)),
+            "{needle}: {answer}"
+        );
+        assert!(answer["data"].is_null(), "{answer}");
     }
+    // Variables are checked against their declared types too.
+    let with_var = ok
+        .replace("query($a: string!)", "query($a: string!, $n: uint64!)")
+        .replace("limit: 10", "limit: $n");
+    let answer = graphql_with(
+        &sim,
+        &with_var,
+        json!({"a": Scenario::default().account_id, "n": "10"}),
+    )
+    .await;
+    assert!(
+        first_error(&answer).contains("not an unsigned integer"),
+        "{answer}"
+    );
+    let answer = graphql_with(
+        &sim,
+        &with_var,
+        json!({"a": Scenario::default().account_id, "n": 10}),
+    )
+    .await;
+    assert!(answer["errors"].is_null(), "{answer}");
+}
+
+#[tokio::test]
+async fn dataset_settings_are_served_and_enforced() {
+    let sim = start(scenario()).await;
+    let cf = client(&sim, "cf-sim-token");
+    let settings = cf.dataset_settings().await.unwrap();
+    let calm = &settings[mt_cloudflare::graphql::CALM_DATASET];
+    assert_eq!(calm.enabled, Some(true));
+    assert_eq!(calm.max_page_size, Some(10_000));
+    assert!(
+        calm.problems(mt_cloudflare::graphql::CALM_FIELDS)
+            .is_empty(),
+        "{calm:?}"
+    );
+    assert!(
+        settings[mt_cloudflare::graphql::EVENTS_DATASET]
+            .problems(mt_cloudflare::graphql::EVENTS_FIELDS)
+            .is_empty()
+    );
+
+    let ok = valid_query();
+    sim.sim.set_dataset_settings(
+        mt_cloudflare::graphql::CALM_DATASET,
+        cf_sim::scenario::DatasetSettings {
+            max_page_size: 5,
+            not_older_than: Duration::from_secs(420),
+            max_number_of_fields: 2,
+            ..Default::default()
+        },
+    );
+    let small = cf.dataset_settings().await.unwrap();
+    assert_eq!(
+        small[mt_cloudflare::graphql::CALM_DATASET].max_page_size,
+        Some(5)
+    );
+    let answer = raw_graphql(&sim, &ok).await;
+    assert!(
+        first_error(&answer).contains("limit must be less or equal to 5"),
+        "{answer}"
+    );
+    let answer = raw_graphql(&sim, &ok.replace("limit: 10", "limit: 5")).await;
+    assert!(
+        first_error(&answer).contains("number of fields cannot be more than 2"),
+        "{answer}"
+    );
+    let answer = raw_graphql(
+        &sim,
+        &ok.replace("limit: 10", "limit: 5")
+            .replace(" sampleInterval", ""),
+    )
+    .await;
+    assert!(
+        first_error(&answer).contains("cannot request data older than 420s"),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["errors"][0]["path"][3],
+        "magicTransitNetworkAnalyticsAdaptiveGroups"
+    );
+
+    sim.sim.set_dataset_settings(
+        mt_cloudflare::graphql::CALM_DATASET,
+        cf_sim::scenario::DatasetSettings {
+            enabled: false,
+            ..Default::default()
+        },
+    );
+    let answer = raw_graphql(&sim, &ok).await;
+    assert!(first_error(&answer).contains("not available"), "{answer}");
+    let off = cf.dataset_settings().await.unwrap();
+    assert_eq!(
+        off[mt_cloudflare::graphql::CALM_DATASET].problems(mt_cloudflare::graphql::CALM_FIELDS),
+        vec![mt_cloudflare::graphql::SettingsProblem::Disabled]
+    );
 }
 
 #[tokio::test]
@@ -92,6 +261,7 @@ async fn faults_are_injected_per_endpoint() {
         start: now - chrono::Duration::minutes(10),
         end: now - chrono::Duration::minutes(5),
         data_until: now,
+        probe_start: now - chrono::Duration::minutes(10),
         mitigation_systems: &systems,
         prefixes: &prefixes,
         limit: 100,
@@ -103,12 +273,16 @@ async fn faults_are_injected_per_endpoint() {
     );
     let err = cf.dropped_traffic(&q).await.unwrap_err();
     assert!(err.is_rate_limited(), "{err}");
+    // The budget is spent: this client sends nothing more for five minutes.
+    assert!(cf.dropped_traffic(&q).await.is_err());
+    assert_eq!(sim.sim.graphql_queries(), 1);
     sim.sim.inject(
         Endpoint::GraphQl,
         Fault::Slow(Duration::from_millis(200)),
         1,
     );
-    assert!(cf.dropped_traffic(&q).await.is_ok());
+    let fresh = client(&sim, "cf-sim-token");
+    assert!(fresh.dropped_traffic(&q).await.is_ok());
     assert_eq!(sim.sim.graphql_queries(), 2);
 }
 

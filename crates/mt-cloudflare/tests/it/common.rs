@@ -74,6 +74,7 @@ pub fn client_for(base: &str, request_timeout: Duration) -> (Client, Arc<Mutex<V
             recorded.lock().unwrap().push(d);
             Box::pin(async {})
         }),
+        ..ClientOptions::default()
     };
     let client = Client::new(&config, &SecretString::from(TOKEN.to_owned()), options).unwrap();
     (client, sleeps)

@@ -10,9 +10,9 @@ use wiremock::{Mock, ResponseTemplate};
 
 use crate::common::*;
 
-fn row(subnet: &str, system: &str, packets: u64, bits: u64, interval: f64) -> Value {
+fn row(subnet: &str, system: &str, packets: u64, bits: u64) -> Value {
     json!({"dimensions": {"ipDestinationSubnet": subnet, "mitigationSystem": system},
-           "sum": {"packets": packets, "bits": bits}, "avg": {"sampleInterval": interval}})
+           "sum": {"packets": packets, "bits": bits}})
 }
 
 fn answer(drops: Vec<Value>, latest: Option<&str>) -> Value {
@@ -43,15 +43,15 @@ fn systems() -> Vec<String> {
 async fn drops_are_attributed_by_real_cidr_containment() {
     let cf = Cf::start().await;
     let drops = vec![
-        row("203.0.113.0/24", "dosd", 1000, 8_000_000, 10.0),
-        row("203.0.112.0/24", "dosd", 99_999, 1, 10.0), // neighbour: never counts
-        row("203.0.113.0/24", "magic-firewall", 50_000, 1, 10.0), // not a configured system
-        row("198.51.100.0/24", "flowtrackd", 10, 80, 1.0), // inside the /23
-        row("198.51.101.0/24", "dosd", 20, 160, 1.0),   // inside the /23
-        row("2001:db8:1000:5::/64", "flowtrackd", 7, 70, 1.0), // IPv6 inside the /48
-        row("2001:db8:1001::/64", "dosd", 5, 5, 1.0),   // IPv6 neighbour
-        row("192.0.2.0/24", "dosd", 3, 30, 1.0),        // wider than the /25: counts (in doubt)
-        row("not-a-subnet", "dosd", 1, 1, 1.0),
+        row("203.0.113.0/24", "dosd", 1000, 8_000_000),
+        row("203.0.112.0/24", "dosd", 99_999, 1), // neighbour: never counts
+        row("203.0.113.0/24", "magic-firewall", 50_000, 1), // not a configured system
+        row("198.51.100.0/24", "flowtrackd", 10, 80), // inside the /23
+        row("198.51.101.0/24", "dosd", 20, 160),  // inside the /23
+        row("2001:db8:1000:5::/64", "flowtrackd", 7, 70), // IPv6 inside the /48
+        row("2001:db8:1001::/64", "dosd", 5, 5),  // IPv6 neighbour
+        row("192.0.2.0/24", "dosd", 3, 30),       // wider than the /25: counts (in doubt)
+        row("not-a-subnet", "dosd", 1, 1),
     ];
     Mock::given(method("POST"))
         .and(path("/client/v4/graphql"))
@@ -69,6 +69,7 @@ async fn drops_are_attributed_by_real_cidr_containment() {
         start,
         end: start + chrono::Duration::minutes(5),
         data_until: start + chrono::Duration::minutes(10),
+        probe_start: start,
         mitigation_systems: &s,
         prefixes: &p,
         limit: 1000,
@@ -87,7 +88,6 @@ async fn drops_are_attributed_by_real_cidr_containment() {
     assert_eq!(get("2001:db8:1000::/48").packets, 7.0);
     assert_eq!(get("192.0.2.128/25").packets, 3.0);
     assert_eq!((t.rows, t.truncated, t.unparsed_rows), (9, false, 1));
-    assert_eq!(t.sample_interval, Some(10.0));
     assert_eq!(
         t.latest_minute,
         Some(Utc.with_ymd_and_hms(2026, 1, 19, 0, 9, 0).unwrap())
@@ -108,22 +108,70 @@ async fn drops_are_attributed_by_real_cidr_containment() {
         "datetime_leq",
         "outcome: \"drop\"",
         "sum_packets_DESC",
-        "sampleInterval",
     ] {
         assert!(query.contains(name), "{name}");
+    }
+    // Neither the filter whose documented and schema values disagree nor a field the node
+    // does not have.
+    for absent in ["direction", "avg", "sampleInterval", "mitigationSystem:"] {
+        assert!(!query.contains(absent), "{absent}");
     }
     assert_eq!(sent["variables"]["accountTag"], ACCOUNT);
     assert_eq!(sent["variables"]["start"], "2026-01-19T00:00:00Z");
     assert_eq!(sent["variables"]["end"], "2026-01-19T00:05:00Z");
     assert_eq!(sent["variables"]["until"], "2026-01-19T00:10:00Z");
+    assert_eq!(sent["variables"]["probeStart"], "2026-01-19T00:00:00Z");
+}
+
+#[tokio::test]
+async fn rows_without_a_system_count_and_malformed_sums_are_not_zero() {
+    let cf = Cf::start().await;
+    let drops = vec![
+        // No mitigationSystem at all, and an empty one: both count (when in doubt, attack).
+        json!({"dimensions": {"ipDestinationSubnet": "203.0.113.0/24"}, "sum": {"packets": 100, "bits": 800}}),
+        row("203.0.113.0/24", "", 10, 80),
+        // Numbers as strings are Cloudflare's too.
+        json!({"dimensions": {"ipDestinationSubnet": "203.0.113.0/24", "mitigationSystem": "dosd"}, "sum": {"packets": "5", "bits": "40"}}),
+        // A missing or unparsable sum is not 0: the prefix's totals are unknown.
+        json!({"dimensions": {"ipDestinationSubnet": "198.51.100.0/24", "mitigationSystem": "dosd"}, "sum": {"packets": "many", "bits": 1}}),
+        json!({"dimensions": {"ipDestinationSubnet": "198.51.101.0/24", "mitigationSystem": "dosd"}}),
+    ];
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(answer(drops, Some("2026-01-19T00:09:00Z"))),
+        )
+        .mount(&cf.server)
+        .await;
+    let start = Utc.with_ymd_and_hms(2026, 1, 19, 0, 0, 0).unwrap();
+    let (p, s) = (prefixes(), systems());
+    let q = DroppedTrafficQuery {
+        start,
+        end: start + chrono::Duration::minutes(5),
+        data_until: start + chrono::Duration::minutes(10),
+        probe_start: start,
+        mitigation_systems: &s,
+        prefixes: &p,
+        limit: 1000,
+    };
+    let t = cf.client.dropped_traffic(&q).await.unwrap();
+    let get = |p: &str| t.per_prefix[&p.parse::<IpNet>().unwrap()].clone();
+    assert_eq!(get("203.0.113.0/24").packets, 115.0);
+    assert_eq!(get("203.0.113.0/24").bits, 920.0);
+    assert_eq!(get("203.0.113.0/24").malformed_rows, 0);
+    assert!(
+        get("203.0.113.0/24")
+            .systems
+            .contains(mt_cloudflare::graphql::NO_SYSTEM)
+    );
+    assert_eq!(get("198.51.100.0/23").malformed_rows, 2);
 }
 
 #[tokio::test]
 async fn a_result_at_the_row_limit_is_reported_truncated() {
     let cf = Cf::start().await;
     let drops = vec![
-        row("203.0.113.0/24", "dosd", 1, 1, 1.0),
-        row("203.0.113.0/24", "flowtrackd", 1, 1, 1.0),
+        row("203.0.113.0/24", "dosd", 1, 1),
+        row("203.0.113.0/24", "flowtrackd", 1, 1),
     ];
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(200).set_body_json(answer(drops, None)))
@@ -135,6 +183,7 @@ async fn a_result_at_the_row_limit_is_reported_truncated() {
         start,
         end: start,
         data_until: start,
+        probe_start: start,
         mitigation_systems: &s,
         prefixes: &p,
         limit: 2,
@@ -158,6 +207,7 @@ async fn a_200_carrying_errors_is_an_error_and_marks_the_budget_spent() {
         start,
         end: start,
         data_until: start,
+        probe_start: start,
         mitigation_systems: &s,
         prefixes: &p,
         limit: 10,
@@ -166,7 +216,39 @@ async fn a_200_carrying_errors_is_an_error_and_marks_the_budget_spent() {
     assert!(matches!(err, Error::GraphQl { .. }), "{err:?}");
     assert!(err.is_rate_limited());
     assert!(err.to_string().contains("rate limiter budget depleted"));
-    assert!(cf.client.rate_limited_for().is_some());
+    let held = cf.client.graphql_held_for().unwrap();
+    assert!(
+        held > std::time::Duration::from_secs(290),
+        "{held:?}: Cloudflare's five-minute window"
+    );
+    // No burst of retries: the next query is not even sent while the hold lasts.
+    let again = cf.client.dropped_traffic(&q).await.unwrap_err();
+    assert!(matches!(again, Error::BudgetHold { .. }), "{again:?}");
+    assert!(again.is_rate_limited());
+    assert!(cf.sleeps().is_empty(), "no retry was slept for");
+}
+
+#[tokio::test]
+async fn a_graphql_429_is_not_retried_and_holds_every_query() {
+    let cf = Cf::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(429).set_body_json(
+            json!({"errors": [{"message": "rate limiter budget depleted"}], "data": null}),
+        ))
+        .expect(1)
+        .mount(&cf.server)
+        .await;
+    let start = Utc.with_ymd_and_hms(2026, 1, 19, 0, 0, 0).unwrap();
+    let err = cf.client.dosd_events(start, start, 10).await.unwrap_err();
+    assert_eq!(err.status(), Some(429));
+    assert!(cf.sleeps().is_empty(), "a budget 429 is not retried");
+    for _ in 0..3 {
+        let held = cf.client.dosd_events(start, start, 10).await.unwrap_err();
+        assert!(matches!(held, Error::BudgetHold { .. }), "{held:?}");
+    }
+    assert!(cf.client.graphql_held_for().unwrap() > std::time::Duration::from_secs(290));
+    // The REST side is not held by GraphQL's budget.
+    assert!(cf.client.rate_limited_for().is_none());
 }
 
 #[tokio::test]
@@ -184,6 +266,7 @@ async fn a_malformed_answer_is_an_error() {
         start,
         end: start,
         data_until: start,
+        probe_start: start,
         mitigation_systems: &s,
         prefixes: &p,
         limit: 10,

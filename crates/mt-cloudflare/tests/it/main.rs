@@ -5,3 +5,4 @@
 mod common;
 mod graphql;
 mod rest;
+mod schema;
