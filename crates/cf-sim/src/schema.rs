@@ -18,7 +18,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::LazyLock;
 
 use apollo_compiler::ast::{Type, Value as AstValue};
-use apollo_compiler::executable::{Operation, Selection, SelectionSet};
+use apollo_compiler::executable::{Selection, SelectionSet};
 use apollo_compiler::schema::ExtendedType;
 use apollo_compiler::validation::Valid;
 use apollo_compiler::{ExecutableDocument, Node, Schema};
@@ -141,7 +141,6 @@ pub fn validate(query: &str, variables: &Map<String, Value>) -> Vec<GqlError> {
     }
     check_selections(
         schema,
-        operation,
         &operation.selection_set,
         variables,
         &mut Vec::new(),
@@ -152,7 +151,6 @@ pub fn validate(query: &str, variables: &Map<String, Value>) -> Vec<GqlError> {
 
 fn check_selections(
     schema: &Schema,
-    operation: &Operation,
     set: &SelectionSet,
     variables: &Map<String, Value>,
     path: &mut Vec<String>,
@@ -173,16 +171,38 @@ fn check_selections(
             arg_path.push(arg.name.to_string());
             check(schema, &value, &def.ty, None, &arg_path, errors);
         }
-        check_selections(
-            schema,
-            operation,
-            &field.selection_set,
-            variables,
-            path,
-            errors,
-        );
+        check_selections(schema, &field.selection_set, variables, path, errors);
         path.pop();
     }
+}
+
+/// The fields `query` asks of every node named `dataset`, in `settings.availableFields` form
+/// (`parent_child`, e.g. `sum_packets`). Empty when the query is not valid.
+pub fn queried_fields(query: &str, dataset: &str) -> BTreeSet<String> {
+    fn walk(set: &SelectionSet, dataset: &str, out: &mut BTreeSet<String>) {
+        for selection in &set.selections {
+            let Selection::Field(field) = selection else {
+                continue;
+            };
+            if field.name == dataset {
+                for parent in field.selection_set.fields() {
+                    for child in parent.selection_set.fields() {
+                        out.insert(format!("{}_{}", parent.name, child.name));
+                    }
+                }
+            } else {
+                walk(&field.selection_set, dataset, out);
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    if let Ok(schema) = &*PRUNED
+        && let Ok(doc) = ExecutableDocument::parse_and_validate(schema, query, "query.graphql")
+        && let Ok(op) = doc.operations.get(None)
+    {
+        walk(&op.selection_set, dataset, &mut out);
+    }
+    out
 }
 
 /// A value with its GraphQL kind kept (a variable is replaced by its JSON value).

@@ -4,6 +4,7 @@
 //! missing `--yes` on a destructive command and an unknown prefix).
 
 mod admin;
+mod cloudflare;
 mod control;
 mod import;
 mod output;
@@ -149,11 +150,35 @@ enum Command {
     /// Hash a dashboard password (argon2id) for `[[dashboard.users]] password_hash`: asks twice
     /// on a terminal, else reads one line from stdin. Needs no config.
     HashPassword,
+    /// Check the Cloudflare account with the configured token (reads only), or list its
+    /// prefixes for the config.
+    Cloudflare {
+        #[command(subcommand)]
+        command: CloudflareCommand,
+    },
     /// Manual actions (mtctl and dashboard) and dashboard logins, newest first.
     Audit {
         /// Rows to show.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CloudflareCommand {
+    /// Run every REST read and GraphQL query the daemons use, once, over a small window
+    /// (never a PATCH); one line per check; exit 1 if any failed. Run it before the first start.
+    Check {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The account's IP and BGP prefixes (ids, CIDRs, on-demand state, locked) and a ready
+    /// `[[prefixes]]` block for the config.
+    Prefixes {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -208,6 +233,13 @@ fn main() -> ExitCode {
     let config = Config::load_or_exit(cli.config.as_deref());
     let result = match cli.command {
         Command::CheckConfig => admin::check_config(&config, &config_path),
+        // Cloudflare only: no database is opened (it may run before the first start).
+        Command::Cloudflare { command } => run_async(async {
+            match command {
+                CloudflareCommand::Check { json } => cloudflare::check(&config, json).await,
+                CloudflareCommand::Prefixes { json } => cloudflare::prefixes(&config, json).await,
+            }
+        }),
         command => run_async(dispatch(command, config)),
     };
     match result {
@@ -283,7 +315,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Backup { path } => admin::backup(&store, &path).await,
         Command::Migrate => admin::migrate(&store),
         Command::Audit { limit, json } => admin::audit(&store, limit, json).await,
-        Command::CheckConfig | Command::HashPassword => Ok(()),
+        Command::CheckConfig | Command::HashPassword | Command::Cloudflare { .. } => Ok(()),
     };
     store.close().await;
     result

@@ -821,6 +821,136 @@ mod commands {
             Some(1)
         );
     }
+
+    #[test]
+    fn cloudflare_check_runs_every_read_and_query_and_never_patches() {
+        let env = Env::new();
+        let out = env.run(&["cloudflare", "check"]);
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+        for line in [
+            "ok          REST list IP prefixes: 3 prefixes",
+            "ok          REST list BGP prefixes: 3 BGP prefixes",
+            "ok          REST read 203.0.113.0/24 (BGP prefix b-p24): advertised",
+            "ok          REST read 198.51.100.0/23 (BGP prefix b-p23): withdrawn",
+            "ok          GraphQL settings of magicTransitNetworkAnalyticsAdaptiveGroups: enabled; maxDuration 604800s, maxPageSize 10000",
+            "ok          GraphQL settings of dosdNetworkAnalyticsAdaptiveGroups: enabled",
+            "ok          GraphQL calm query (magicTransitNetworkAnalyticsAdaptiveGroups):",
+            "ok          GraphQL events query (dosdNetworkAnalyticsAdaptiveGroups):",
+            "unverified  REST withdraw (PATCH on_demand.advertised): cannot be proven without a change: needs IP Prefixes: BGP On Demand Write",
+        ] {
+            assert!(stdout.contains(line), "{line}\n---\n{stdout}");
+        }
+        assert!(
+            env.sim.sim.patches().is_empty(),
+            "a check never changes anything"
+        );
+        // Settings, calm and events: three GraphQL queries, all valid (cf-sim refuses others).
+        assert_eq!(env.sim.sim.graphql_queries(), 3);
+        let json = env.json(&["cloudflare", "check", "--json"]);
+        let statuses: Vec<&str> = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(statuses.iter().filter(|s| **s == "failed").count(), 0);
+        assert_eq!(statuses.last(), Some(&"unverified"));
+    }
+
+    #[test]
+    fn cloudflare_check_names_a_refused_token_and_a_disabled_dataset() {
+        let env = Env::new();
+        let refused = mtctl(
+            &env.config,
+            &["cloudflare", "check"],
+            &[("MT_CLOUDFLARE_API_TOKEN", "wrong-token")],
+        );
+        assert_eq!(refused.status.code(), Some(1));
+        let stdout = text(&refused.stdout);
+        assert!(
+            stdout.contains("FAILED      REST list IP prefixes: Cloudflare API HTTP 401"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("the API token is invalid, expired or revoked"),
+            "{stdout}"
+        );
+        assert!(text(&refused.stderr).contains("checks failed"));
+
+        env.sim.sim.set_dataset_settings(
+            "magicTransitNetworkAnalyticsAdaptiveGroups",
+            cf_sim::scenario::DatasetSettings {
+                enabled: false,
+                ..Default::default()
+            },
+        );
+        let out = env.run(&["cloudflare", "check"]);
+        assert_eq!(out.status.code(), Some(1));
+        let stdout = text(&out.stdout);
+        assert!(
+            stdout.contains("FAILED      GraphQL settings of magicTransitNetworkAnalyticsAdaptiveGroups: the dataset is not enabled for this account"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("nothing would ever be judged calm"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("FAILED      GraphQL calm query"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("ok          GraphQL events query"),
+            "{stdout}"
+        );
+    }
+
+    #[test]
+    fn cloudflare_check_catches_a_configured_id_of_another_prefix() {
+        let env = Env::new();
+        let config = std::fs::read_to_string(&env.config).unwrap();
+        std::fs::write(
+            &env.config,
+            config.replace("cidr = \"198.51.100.0/23\"", "cidr = \"198.51.102.0/23\""),
+        )
+        .unwrap();
+        let out = env.run(&["cloudflare", "check"]);
+        assert_eq!(out.status.code(), Some(1));
+        let stdout = text(&out.stdout);
+        assert!(
+            stdout.contains("FAILED      REST read 198.51.102.0/23 (BGP prefix b-p23): Cloudflare says this BGP prefix is 198.51.100.0/23"),
+            "{stdout}"
+        );
+    }
+
+    #[test]
+    fn cloudflare_prefixes_lists_the_account_and_prints_a_config_block() {
+        let env = Env::new();
+        let out = env.run(&["cloudflare", "prefixes"]);
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(stdout.contains("203.0.113.0/24       p24"), "{stdout}");
+        assert!(stdout.contains("ADV"), "{stdout}");
+        assert!(stdout.contains("(configured)"), "{stdout}");
+        let block = stdout
+            .split("# Ready for the config (review auto_withdraw and the description):")
+            .nth(1)
+            .unwrap();
+        // The printed blocks are a valid config for the same account.
+        let config =
+            format!("[telegram]\nenabled = false\n[cloudflare]\naccount_id = \"x\"\n{block}");
+        let path = env.dir.path().join("generated.toml");
+        std::fs::write(&path, config).unwrap();
+        let check = mtctl(&path, &["check-config"], &[]);
+        assert!(check.status.success(), "{}\n{block}", text(&check.stderr));
+        assert!(text(&check.stdout).contains("2001:db8:1000::/48"));
+        let json = env.json(&["cloudflare", "prefixes", "--json"]);
+        let rows = json.as_array().unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0]["bgp_prefix_id"], "b-p24");
+        assert_eq!(rows[0]["advertised"], true);
+    }
 }
 
 #[test]

@@ -76,6 +76,7 @@ async fn main() {
             .await
             .unwrap();
         let poller = Poller {
+            datasets: mt_cloudflare::graphql::DatasetWatch::events(),
             store,
             client: client.clone(),
             notifier: Notifier::new(&TelegramConfig {

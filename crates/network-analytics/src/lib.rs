@@ -207,7 +207,16 @@ async fn metrics(State(http): State<Http>) -> Response {
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
     let mut page = Exposition::new();
-    page.counter(
+    page.gauge_vec(
+        "mt_analytics_dataset_usable",
+        "1 when the analytics dataset's settings allow the events query, 0 when not (disabled, fields missing: nothing is fetched), -1 before the first reading.",
+        "dataset",
+        &[(
+            http.poller.datasets.dataset().to_owned(),
+            http.poller.datasets.usable_gauge(),
+        )],
+    )
+    .counter(
         "mt_analytics_polls_total",
         "Polls attempted.",
         m.polls.get(),

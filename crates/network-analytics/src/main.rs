@@ -72,6 +72,7 @@ async fn serve(config: Config, client: Client, geoip: GeoIp) -> anyhow::Result<(
         .await
         .with_context(|| format!("cannot listen on network_analytics.metrics_listen {listen}"))?;
     let poller = Poller {
+        datasets: mt_cloudflare::graphql::DatasetWatch::events(),
         store,
         client,
         notifier: Notifier::new(&config.telegram),

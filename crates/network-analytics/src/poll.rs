@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use mt_cloudflare::Client;
-use mt_cloudflare::graphql::DosdEvent;
+use mt_cloudflare::graphql::{DatasetWatch, DosdEvent, WatchChange};
 use mt_common::SharedClock;
 use mt_common::timefmt::{from_db, to_db};
-use mt_notify::templates::AnalyticsSummary;
+use mt_notify::templates::{AnalyticsSummary, OperatorAlert};
 use mt_notify::{Message, Notifier};
 use mt_store::{NewAnalyticsEvent, Store, event_hash};
 use serde_json::{Map, Value};
@@ -83,6 +83,15 @@ pub enum PollError {
     /// The poll took longer than allowed.
     #[error("poll did not finish within {0:?}")]
     Deadline(Duration),
+    /// The dataset's settings say it cannot answer the query (disabled, fields missing):
+    /// nothing is sent until the next reading says otherwise.
+    #[error("the {dataset} dataset cannot be queried: {why}")]
+    DatasetUnusable {
+        /// The dataset.
+        dataset: &'static str,
+        /// Why.
+        why: String,
+    },
 }
 
 /// Polls Cloudflare and stores what is new.
@@ -102,6 +111,8 @@ pub struct Poller {
     pub options: PollOptions,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// The dosd dataset's settings (read at start and hourly).
+    pub datasets: DatasetWatch,
 }
 
 struct Fetched {
@@ -114,8 +125,28 @@ impl Poller {
     /// One poll.
     pub async fn poll_once(&self) -> Result<PollReport, PollError> {
         let now = self.clock.now();
+        self.refresh_settings(now).await?;
+        let problems = self.datasets.problems();
+        if !problems.is_empty() {
+            return Err(PollError::DatasetUnusable {
+                dataset: self.datasets.dataset(),
+                why: problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            });
+        }
+        let limits = self
+            .datasets
+            .limits(self.options.max_catch_up, self.options.limit);
         let lookback = chrono::Duration::from_std(self.options.lookback).unwrap_or_default();
-        let reach = chrono::Duration::from_std(self.options.max_catch_up).unwrap_or_default();
+        // Catch-up reaches back `max_catch_up`, and never past the dataset's `notOlderThan`
+        // (less a minute for the query's trip): older time would be refused as a whole.
+        let mut reach = chrono::Duration::from_std(self.options.max_catch_up).unwrap_or_default();
+        if let Some(oldest) = limits.oldest_queryable(now, Duration::from_secs(60)) {
+            reach = reach.min(now - oldest);
+        }
         let mut from = now - lookback;
         if let Some(last) = self
             .store
@@ -133,7 +164,7 @@ impl Poller {
             from = now - reach;
         }
 
-        let fetched = self.fetch(from, now).await?;
+        let fetched = self.fetch(from, now, &limits).await?;
         self.metrics.queries.add(u64::from(fetched.queries));
         self.metrics.fetched.add(fetched.events.len() as u64);
         if !fetched.complete {
@@ -177,9 +208,26 @@ impl Poller {
 
     /// Fetches `(from, to)`, halving any window whose answer hit the row limit, within the
     /// query budget.
-    async fn fetch(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Fetched, PollError> {
+    async fn fetch(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limits: &mt_cloudflare::graphql::DatasetLimits,
+    ) -> Result<Fetched, PollError> {
         let min_split = chrono::Duration::from_std(self.options.min_split).unwrap_or_default();
-        let mut pending = vec![(from, to)];
+        // No query spans more than the dataset's `maxDuration`; newest chunk first (popped
+        // last-in first-out), oldest last.
+        let chunk = chrono::Duration::from_std(limits.max_window)
+            .unwrap_or(chrono::Duration::MAX)
+            .max(chrono::Duration::seconds(1));
+        let mut pending = Vec::new();
+        let mut start = from;
+        while start < to {
+            let end = start.checked_add_signed(chunk).map_or(to, |e| e.min(to));
+            pending.push((start, end));
+            start = end;
+        }
+        pending.reverse();
         let mut out = Fetched {
             events: Vec::new(),
             queries: 0,
@@ -191,10 +239,7 @@ impl Poller {
                 break;
             }
             out.queries += 1;
-            let answer = self
-                .client
-                .dosd_events(start, end, self.options.limit)
-                .await?;
+            let answer = self.client.dosd_events(start, end, limits.limit).await?;
             if answer.truncated && end - start > min_split {
                 // (start, mid] and (mid, end): the filters are exclusive, so the left half
                 // ends one second past mid. Overlapping rows deduplicate by hash.
@@ -209,6 +254,41 @@ impl Poller {
             out.events.extend(answer.events);
         }
         Ok(out)
+    }
+
+    /// Reads the dosd dataset's settings when due (at start and hourly); a dataset that became
+    /// unusable is told once on Telegram, and again when it is usable.
+    async fn refresh_settings(&self, now: DateTime<Utc>) -> Result<(), PollError> {
+        if !self.datasets.due(now) {
+            return Ok(());
+        }
+        let reading = self.client.dataset_settings().await;
+        let alert = match self.datasets.record(now, &reading) {
+            None => return Ok(()),
+            Some(WatchChange::Unusable(why)) => {
+                tracing::error!(dataset = self.datasets.dataset(), %why, "analytics dataset cannot be queried; no events are fetched");
+                OperatorAlert {
+                    title: "Cloudflare analytics dataset unusable".into(),
+                    prefix: None,
+                    details: format!("{}: {why}", self.datasets.dataset()),
+                    consequence: "mt-network-analytics fetches no dropped-traffic events until this is fixed (check the account's plan and the API token; `mtctl cloudflare check`)".into(),
+                    at: now,
+                }
+            }
+            Some(WatchChange::Usable) => OperatorAlert {
+                title: "Cloudflare analytics dataset usable again".into(),
+                prefix: None,
+                details: self.datasets.dataset().to_owned(),
+                consequence: "dropped-traffic events are fetched again".into(),
+                at: now,
+            },
+        };
+        let mut tx = self.store.begin().await?;
+        self.notifier
+            .queue(&mut tx, &Message::OperatorAlert(alert), now)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// A GraphQL row as a database row (hash, enrichment, column mapping).

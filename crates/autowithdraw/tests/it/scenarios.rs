@@ -1039,3 +1039,109 @@ async fn an_advertisement_at_a_fractional_second_is_one_change_not_one_per_cycle
     let advertise = w.store.attack_events(10, Some("ADVERTISE")).await.unwrap();
     assert_eq!(advertise.len(), 1, "one change logged, not one per cycle");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_dataset_is_unknown_alerted_once_and_never_withdraws() {
+    let w = World::new(
+        vec![prefix("p24", "203.0.113.0/24", 1800)],
+        vec![attack("203.0.113.10", -1800, -1200)],
+        "",
+    )
+    .await;
+    let disabled = cf_sim::scenario::DatasetSettings {
+        enabled: false,
+        ..Default::default()
+    };
+    w.sim
+        .sim
+        .set_dataset_settings(mt_cloudflare::graphql::CALM_DATASET, disabled);
+    // Calm all along, long advertised: without the dataset it is still never withdrawn.
+    for _ in 0..45 {
+        let report = w.step().await;
+        let unknown = report.unknown.clone().unwrap_or_default();
+        assert!(unknown.contains("not enabled"), "{report:?}");
+        assert_eq!(report.windows, 0, "no query is sent to a disabled dataset");
+        assert!(report.withdrawn.is_empty());
+    }
+    assert!(w.sim.sim.patches().is_empty());
+    let alerts = |kinds: &[String]| kinds.iter().filter(|k| *k == "operator_alert").count();
+    assert_eq!(
+        alerts(&w.kinds().await),
+        1,
+        "one alert: {:?}",
+        w.kinds().await
+    );
+    assert!(w.kinds().await.contains(&"telemetry_blind".to_owned()));
+
+    // The account gets the dataset back: seen at the hourly re-read, said once, then withdrawn
+    // after a full calm period judged from then on.
+    w.sim.sim.set_dataset_settings(
+        mt_cloudflare::graphql::CALM_DATASET,
+        cf_sim::scenario::DatasetSettings::default(),
+    );
+    let at = w
+        .run_until_withdrawn("b-p24", 4 * 3600)
+        .await
+        .expect("withdrawn");
+    assert!(at >= 3600, "not before the re-read: {at}");
+    assert_eq!(alerts(&w.kinds().await), 2, "and one 'usable again'");
+    assert_eq!(w.sim.sim.patches().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_older_than_not_older_than_is_declared_lost_and_breaks_the_stretch() {
+    let w = World::new(
+        vec![prefix("p24", "203.0.113.0/24", 1800)],
+        vec![attack("203.0.113.10", -1800, 600)],
+        "",
+    )
+    .await;
+    w.sim.sim.set_dataset_settings(
+        mt_cloudflare::graphql::CALM_DATASET,
+        cf_sim::scenario::DatasetSettings {
+            not_older_than: std::time::Duration::from_secs(900),
+            ..Default::default()
+        },
+    );
+    while w.t() < 900 {
+        assert!(w.step().await.lost.is_empty());
+    }
+    let judged_before = w
+        .store
+        .state(autowithdraw::cycle::JUDGED_UNTIL_KEY)
+        .await
+        .unwrap()
+        .and_then(|t| mt_common::timefmt::from_db(&t))
+        .unwrap();
+    // An hour of downtime: most of it can no longer be queried.
+    w.clock.advance(chrono::Duration::seconds(3600));
+    let now = w.now();
+    let report = w.step().await;
+    assert_eq!(report.lost.len(), 1, "{report:?}");
+    let gap = &report.lost[0];
+    assert_eq!(gap.start, judged_before);
+    // notOlderThan less one interval, so the query is still allowed when it arrives.
+    assert_eq!(gap.end, now - chrono::Duration::seconds(900 - 60));
+    assert!(
+        report.withdrawn.is_empty(),
+        "the calm before the gap does not count"
+    );
+    assert_eq!(w.store.telemetry_gaps(10).await.unwrap(), vec![gap.clone()]);
+    let state = w
+        .store
+        .prefix_state("203.0.113.0/24")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        state.calm_since.is_some_and(|c| c >= gap.end),
+        "the stretch restarts after the gap: {:?}",
+        state.calm_since
+    );
+    let at = w
+        .run_until_withdrawn("b-p24", 4 * 3600)
+        .await
+        .expect("withdrawn");
+    let gap_end = (gap.end - w.sim.sim.start()).num_seconds();
+    assert!(at >= gap_end + CALM_AND_DELAY, "{at} vs gap end {gap_end}");
+}

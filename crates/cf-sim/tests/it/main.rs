@@ -2,4 +2,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure must panic
 
 mod client;
+mod schema;
 mod simulator;

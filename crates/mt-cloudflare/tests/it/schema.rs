@@ -82,3 +82,18 @@ async fn every_document_the_client_sends_is_valid_against_cloudflares_schema() {
         "every document the client can send was sent (and validated) once"
     );
 }
+
+#[test]
+fn the_field_lists_checked_against_settings_are_the_documents_fields() {
+    use mt_cloudflare::graphql::{CALM_DATASET, CALM_FIELDS, EVENTS_DATASET, EVENTS_FIELDS};
+    let asked = |dataset: &str| -> BTreeSet<String> {
+        DOCUMENTS
+            .iter()
+            .flat_map(|d| cf_sim::schema::queried_fields(d, dataset))
+            .collect()
+    };
+    let list = |f: &[&str]| f.iter().map(|x| (*x).to_owned()).collect::<BTreeSet<_>>();
+    assert_eq!(asked(CALM_DATASET), list(CALM_FIELDS));
+    assert_eq!(asked(EVENTS_DATASET), list(EVENTS_FIELDS));
+    assert_eq!(EVENTS_FIELDS.len(), 22);
+}

@@ -81,6 +81,7 @@ impl Harness {
         )
         .unwrap();
         let poller = Poller {
+            datasets: mt_cloudflare::graphql::DatasetWatch::events(),
             store,
             client,
             notifier: Notifier::new(&config.telegram),
@@ -95,6 +96,16 @@ impl Harness {
             config,
             poller,
         }
+    }
+
+    /// Reads the dataset settings now (as the first poll would), so injected faults reach
+    /// the events query.
+    pub async fn read_settings(&self) {
+        let reading = self.poller.client.dataset_settings().await;
+        assert!(reading.is_ok(), "{reading:?}");
+        self.poller
+            .datasets
+            .record(mt_common::Clock::now(&*self.poller.clock), &reading);
     }
 
     pub fn db(&self) -> PathBuf {

@@ -63,6 +63,7 @@ async fn twenty_five_thousand_events_in_one_window_are_stored_once_each() {
 #[tokio::test]
 async fn a_failed_poll_followed_by_success_loses_nothing() {
     let h = Harness::new(vec![attack(100, 5)]).await;
+    h.read_settings().await;
     h.sim.sim.inject(Endpoint::GraphQl, Fault::Html(502), 2);
     let err = h.poller.poll_once().await.unwrap_err();
     assert!(err.to_string().contains("502"), "{err}");
@@ -156,4 +157,55 @@ async fn rows_are_hashed_with_the_original_recipe() {
         });
         assert_eq!(row.event_hash, v.event_hash);
     }
+}
+
+#[tokio::test]
+async fn a_disabled_dataset_sends_no_query_and_is_alerted_once() {
+    let h = Harness::new(vec![attack(3, 5)]).await;
+    h.sim.sim.set_dataset_settings(
+        mt_cloudflare::graphql::EVENTS_DATASET,
+        cf_sim::scenario::DatasetSettings {
+            enabled: false,
+            ..Default::default()
+        },
+    );
+    for _ in 0..3 {
+        let err = h.poller.poll_once().await.unwrap_err();
+        assert!(err.to_string().contains("not enabled"), "{err}");
+    }
+    assert_eq!(h.sim.sim.graphql_queries(), 1, "only the settings read");
+    assert_eq!(h.poller.datasets.usable_gauge(), 0.0);
+    let kinds: Vec<String> = h
+        .poller
+        .store
+        .notifications(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.kind)
+        .collect();
+    assert_eq!(kinds, vec!["operator_alert".to_owned()]);
+}
+
+#[tokio::test]
+async fn queries_stay_within_the_datasets_max_duration_and_page_size() {
+    let h = Harness::new(vec![attack(3, 10)]).await;
+    h.sim.sim.set_dataset_settings(
+        mt_cloudflare::graphql::EVENTS_DATASET,
+        cf_sim::scenario::DatasetSettings {
+            max_duration: std::time::Duration::from_secs(240),
+            max_page_size: 500,
+            ..Default::default()
+        },
+    );
+    // cf-sim refuses any query wider than 240 s or with a limit over 500: the poll of the
+    // 15-minute lookback succeeds only by staying within both.
+    let report = h.poller.poll_once().await.unwrap();
+    assert!(report.complete, "{report:?}");
+    assert!(
+        report.queries >= 4,
+        "15 minutes in 4-minute chunks: {report:?}"
+    );
+    assert_eq!(report.new, 30, "ten buckets of three sources");
+    assert_eq!(h.poller.datasets.usable_gauge(), 1.0);
 }
