@@ -390,13 +390,13 @@ pub async fn prefixes(config: &Config, json: bool) -> anyhow::Result<()> {
         return output::json(&rows);
     }
     println!(
-        "{:<20} {:<34} {:<34} {:<10} {:<8} {:<6} {:<20}",
+        "{:<20} {:<34} {:<34} {:<10} {:<10} {:<6} {:<20}",
         "CIDR", "IP prefix id", "BGP prefix id", "On-demand", "State", "Locked", "Changed"
     );
-    println!("{}", output::rule('-', 138));
+    println!("{}", output::rule('-', 140));
     for r in &rows {
         println!(
-            "{:<20} {:<34} {:<34} {:<10} {:<8} {:<6} {:<20}{}",
+            "{:<20} {:<34} {:<34} {:<10} {:<10} {:<6} {:<20}{}",
             r.cidr.as_deref().unwrap_or("?"),
             r.prefix_id,
             r.bgp_prefix_id,
