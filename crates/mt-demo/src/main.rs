@@ -300,23 +300,25 @@ async fn lifecycle(
         "ATTACK begins: 250 kpps / 2 Gbit/s UDP flood on {TARGET}:53 for {}s",
         ATTACK.as_secs()
     ));
-    emit(
+    let answer = emit(
         http,
         &url,
         &webhook::attack_start("demo-1", TARGET, 250_000, 2_000),
     )
     .await?;
-    t.say("webhook START delivered to mt-webhook-receiver (202)");
+    t.say(format_args!(
+        "webhook START delivered to mt-webhook-receiver: {answer}"
+    ));
     tokio::time::sleep(Duration::from_secs(1)).await;
     sim.auto_advertise(BGP_ID);
-    emit(
+    let answer = emit(
         http,
         &url,
         &webhook::auto_advertisement(&[(CIDR, "advertised")]),
     )
     .await?;
     t.say(format_args!(
-        "Cloudflare auto-advertises {CIDR}; webhook fbm_auto_advertisement delivered"
+        "Cloudflare auto-advertises {CIDR}; webhook fbm_auto_advertisement delivered: {answer}"
     ));
     let status = dashboard.prefixes().await?;
     let p = &status["prefixes"][0];
@@ -337,13 +339,15 @@ async fn lifecycle(
         daemons.check()?;
         let now = Instant::now();
         if !ended && now >= started + ATTACK {
-            emit(
+            let answer = emit(
                 http,
                 &url,
                 &webhook::attack_end("demo-1", TARGET, 250_000, 2_000),
             )
             .await?;
-            t.say("ATTACK ends; webhook END delivered. Now waiting for the calm period (20s)");
+            t.say(format_args!(
+                "ATTACK ends; webhook END delivered: {answer}. Now waiting for the calm period (20s)"
+            ));
             ended = true;
         }
         if !restarted && now >= started + ATTACK / 2 {
@@ -650,12 +654,13 @@ async fn wait_healthy(http: &reqwest::Client, base: &str, daemons: &mut Daemons)
     }
 }
 
-async fn emit(http: &reqwest::Client, url: &str, body: &serde_json::Value) -> Result<()> {
+/// POSTs a webhook; returns what the receiver answered (`200 {"status":"stored",…}`).
+async fn emit(http: &reqwest::Client, url: &str, body: &serde_json::Value) -> Result<String> {
     let (status, answer) = webhook::emit(http, url, WEBHOOK_SECRET, body).await?;
-    if status != 202 && status != 200 {
+    if !(200..300).contains(&status) {
         bail!("the receiver answered {status}: {answer}");
     }
-    Ok(())
+    Ok(format!("{status} {answer}"))
 }
 
 async fn mtctl(bin_dir: &Path, config: &Path, args: &[&str]) -> Result<String> {

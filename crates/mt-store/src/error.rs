@@ -30,6 +30,26 @@ pub enum Error {
         /// Highest version embedded in this binary.
         supported: i64,
     },
+    /// A read command found a database older than this binary: only a daemon or
+    /// `mtctl migrate` upgrades it.
+    #[error(
+        "database {path} has schema version {found}, older than this binary's ({supported}); \
+         read commands never upgrade it: start the daemons, or run `mtctl migrate` as the suite's \
+         user (e.g. sudo -u magic-transit mtctl migrate)"
+    )]
+    SchemaTooOld {
+        /// The database file.
+        path: PathBuf,
+        /// Highest version recorded in the database (0: none).
+        found: i64,
+        /// Highest version embedded in this binary.
+        supported: i64,
+    },
+    /// A read command found no database file.
+    #[error(
+        "no database at {0}: it is created when a daemon starts or by `mtctl migrate` (check database.path)"
+    )]
+    Missing(PathBuf),
     /// An applied migration differs from the embedded one (a landed migration was edited).
     #[error(
         "database {path}: migration {version} ({description}) differs from the one applied to \

@@ -54,6 +54,44 @@ pub fn embedded_schema_version() -> i64 {
     MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
 }
 
+/// The schema of the database at `path` without changing it (for read-only opens): refused
+/// when older or newer than this binary's.
+pub(crate) async fn current(pool: &SqlitePool, path: &Path) -> Result<SchemaStatus> {
+    let has_table: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'mt_schema_migrations'",
+    )
+    .fetch_optional(pool)
+    .await?;
+    let found: i64 = match has_table {
+        Some(_) => {
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM mt_schema_migrations")
+                .fetch_one(pool)
+                .await?
+        }
+        None => 0,
+    };
+    let supported = embedded_schema_version();
+    if found > supported {
+        return Err(Error::SchemaTooNew {
+            path: path.to_path_buf(),
+            found,
+            supported,
+        });
+    }
+    if found < supported {
+        return Err(Error::SchemaTooOld {
+            path: path.to_path_buf(),
+            found,
+            supported,
+        });
+    }
+    Ok(SchemaStatus {
+        version: found,
+        applied: Vec::new(),
+        added_columns: Vec::new(),
+    })
+}
+
 /// Brings the database at `path` (already opened as `pool`) to the embedded schema version.
 pub(crate) async fn run(pool: &SqlitePool, path: &Path) -> Result<SchemaStatus> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;

@@ -83,6 +83,7 @@ impl Store {
         {
             std::fs::create_dir_all(parent).map_err(|e| open_err(sqlx::Error::Io(e)))?;
         }
+        create_group_writable(&path).map_err(|e| open_err(sqlx::Error::Io(e)))?;
         let connect = SqliteConnectOptions::new()
             .filename(&path)
             .create_if_missing(true)
@@ -97,6 +98,70 @@ impl Store {
             .await
             .map_err(open_err)?;
         let schema = match migrate::run(&pool, &path).await {
+            Ok(schema) => schema,
+            Err(e) => {
+                pool.close().await;
+                return Err(e);
+            }
+        };
+        Ok(Self {
+            pool,
+            path: Arc::new(path),
+            schema: Arc::new(schema),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    /// Opens an existing database for an operator's read command (SPEC §5, §9): never creates,
+    /// never migrates, never changes the journal mode; read-write when this user may write
+    /// (reading a WAL database writes its `-shm` file), else read-only. A database whose schema
+    /// is older than this binary is refused with a message saying who may upgrade it.
+    pub async fn open_for_reading(options: &OpenOptions) -> Result<Self> {
+        let path = options.path.clone();
+        if !path.exists() {
+            return Err(Error::Missing(path));
+        }
+        let connect = |read_only: bool| {
+            SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(false)
+                .read_only(read_only)
+                .foreign_keys(true)
+                .busy_timeout(options.busy_timeout)
+        };
+        let pool_options = || {
+            SqlitePoolOptions::new()
+                .max_connections(options.max_connections.max(1))
+                .acquire_timeout(options.busy_timeout + Duration::from_secs(5))
+        };
+        // The pool connects lazily elsewhere; probe with a query so a permission problem shows
+        // here, where the read-only fallback can answer it.
+        let pool = match pool_options().connect_with(connect(false)).await {
+            Ok(pool) => match sqlx::query("SELECT COUNT(*) FROM sqlite_master")
+                .execute(&pool)
+                .await
+            {
+                Ok(_) => pool,
+                Err(_) => {
+                    pool.close().await;
+                    pool_options()
+                        .connect_with(connect(true))
+                        .await
+                        .map_err(|source| Error::Open {
+                            path: path.clone(),
+                            source,
+                        })?
+                }
+            },
+            Err(_) => pool_options()
+                .connect_with(connect(true))
+                .await
+                .map_err(|source| Error::Open {
+                    path: path.clone(),
+                    source,
+                })?,
+        };
+        let schema = match migrate::current(&pool, &path).await {
             Ok(schema) => schema,
             Err(e) => {
                 pool.close().await;
@@ -164,6 +229,24 @@ impl Store {
 
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+}
+
+/// Creates a missing database file with mode 0660 (less the process umask: the units' `UMask=0007`
+/// keeps it), so members of the suite's group can read it and write its `-wal`/`-shm` files,
+/// which SQLite creates with the database file's mode (SPEC §11). SQLite alone would create it
+/// 0644 less the umask. An existing file is left as it is.
+fn create_group_writable(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o660)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -262,12 +262,30 @@ fn run_async(f: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> 
         .block_on(f)
 }
 
-async fn open(config: &Config) -> anyhow::Result<Store> {
-    Ok(Store::open(&OpenOptions::from_config(&config.database)).await?)
+/// Opens the database: migrating for the commands that write (SPEC §5), never for reads, which
+/// also work for SOC staff who may only read (read-only when they cannot write).
+async fn open(config: &Config, command: &Command) -> anyhow::Result<Store> {
+    let options = OpenOptions::from_config(&config.database);
+    let reads_only = matches!(
+        command,
+        Command::Status { .. }
+            | Command::History { .. }
+            | Command::Events { .. }
+            | Command::Stats { .. }
+            | Command::Webhooks { .. }
+            | Command::Notifications { .. }
+            | Command::Audit { .. }
+            | Command::Backup { .. }
+    );
+    Ok(if reads_only {
+        Store::open_for_reading(&options).await?
+    } else {
+        Store::open(&options).await?
+    })
 }
 
 async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
-    let store = open(&config).await?;
+    let store = open(&config, &command).await?;
     let result = match command {
         Command::Status { json } => read::status(&config, &store, json).await,
         Command::History { limit, json } => read::history(&store, limit, json).await,

@@ -108,6 +108,48 @@ fn migrate_adopts_a_legacy_database_then_is_a_no_op() {
     )
     .expect("write");
 
+    // Read commands never migrate: they say who may, and leave the file alone.
+    for read in [
+        &["status"][..],
+        &["stats"],
+        &["history"],
+        &["webhooks", "recent"],
+    ] {
+        let out = mtctl(&config, read, &[]);
+        assert_eq!(out.status.code(), Some(1), "{read:?}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("older than this binary") && stderr.contains("mtctl migrate"),
+            "{read:?}: {stderr}"
+        );
+    }
+    let tables = Command::new("sqlite3")
+        .arg(&db)
+        .arg("SELECT COUNT(*) FROM sqlite_master WHERE name = 'mt_schema_migrations'")
+        .output()
+        .expect("sqlite3");
+    assert_eq!(text(&tables.stdout).trim(), "0", "not migrated by a read");
+    let missing = dir.path().join("other.toml");
+    std::fs::write(
+        &missing,
+        format!(
+            "[database]\npath = \"{}\"\n[telegram]\nenabled = false\n",
+            dir.path().join("nothing-here.db").display()
+        ),
+    )
+    .expect("write");
+    let out = mtctl(&missing, &["status"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no database at"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !dir.path().join("nothing-here.db").exists(),
+        "a read creates nothing"
+    );
+
     let first = mtctl(&config, &["migrate"], &[]);
     assert!(first.status.success(), "{}", text(&first.stderr));
     let stdout = text(&first.stdout);
@@ -120,6 +162,8 @@ fn migrate_adopts_a_legacy_database_then_is_a_no_op() {
     let second = mtctl(&config, &["migrate"], &[]);
     assert!(second.status.success());
     assert!(text(&second.stdout).contains("up to date"));
+    let status = mtctl(&config, &["status"], &[]);
+    assert!(status.status.success(), "{}", text(&status.stderr));
 }
 
 #[test]

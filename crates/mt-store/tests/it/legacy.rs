@@ -292,3 +292,64 @@ async fn a_file_that_is_not_a_database_is_a_clear_error() {
     let message = err.to_string();
     assert!(message.contains("not a database"), "{message}");
 }
+
+#[tokio::test]
+async fn a_read_open_never_creates_migrates_or_touches_the_database() {
+    let db = TestDb::new();
+    // No file: said so, and none is created.
+    let err = Store::open_for_reading(&OpenOptions::new(&db.path))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, mt_store::Error::Missing(_)), "{err}");
+    assert!(!db.path.exists());
+
+    // An older schema (the original suite's): refused with who may upgrade it, unchanged.
+    make_legacy_db(&db.path);
+    let legacy_columns: Vec<(String, Vec<String>)> = LEGACY_TABLES
+        .iter()
+        .map(|t| (t.to_string(), columns(&db.path, t)))
+        .collect();
+    let before = dump(&db.path, &legacy_columns);
+    let err = Store::open_for_reading(&OpenOptions::new(&db.path))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, mt_store::Error::SchemaTooOld { found: 0, .. }),
+        "{text}"
+    );
+    assert!(
+        text.contains("mtctl migrate") && text.contains("daemons"),
+        "{text}"
+    );
+    assert_eq!(dump(&db.path, &legacy_columns), before);
+    assert_eq!(
+        sqlite3(
+            &db.path,
+            "list",
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'mt_schema_migrations';"
+        )
+        .trim(),
+        "0",
+        "no migration table created"
+    );
+    assert_eq!(
+        sqlite3(&db.path, "list", "PRAGMA journal_mode;").trim(),
+        "delete",
+        "the journal mode is left alone"
+    );
+
+    // Once migrated (by a daemon or mtctl migrate), reads open it as it is.
+    db.open().await.close().await;
+    let store = Store::open_for_reading(&OpenOptions::new(&db.path))
+        .await
+        .unwrap();
+    assert!(store.schema().applied.is_empty());
+    assert_eq!(store.schema().version, mt_store::embedded_schema_version());
+    let withdrawals = store
+        .stats(chrono::Utc::now())
+        .await
+        .unwrap()
+        .total_withdrawals;
+    assert!(withdrawals > 0, "the legacy rows are read: {withdrawals}");
+}
