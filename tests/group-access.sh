@@ -52,6 +52,11 @@ cleanup() {
 }
 trap cleanup EXIT
 chmod 0755 "$work"
+# The binaries are copied out of the build tree, which the two users may not be able to reach
+# (a checkout under a 0700 directory).
+install -d -m 0755 "$work/bin"
+install -m 0755 "$bin/mtctl" "$bin/mt-webhook-receiver" "$work/bin/"
+bin=$work/bin
 state=$work/state
 install -d -o "$suite" -g "$suite" -m 2770 "$state"
 install -d -o "$suite" -g "$suite" -m 2770 "$state/webhooks"

@@ -446,26 +446,20 @@ impl Engine {
             return Ok(());
         }
         let reading = self.client.dataset_settings().await;
-        let message = match self.datasets.record(now, &reading) {
+        let unusable = match self.datasets.record(now, &reading) {
             None => return Ok(()),
-            Some(WatchChange::Unusable(why)) => {
-                tracing::error!(dataset = self.datasets.dataset(), %why, "analytics dataset cannot be queried; nothing is judged calm");
-                OperatorAlert {
-                    title: "Cloudflare analytics dataset unusable".into(),
-                    prefix: None,
-                    details: format!("{}: {why}", self.datasets.dataset()),
-                    consequence: "no window is judged calm, so nothing is withdrawn automatically until this is fixed (check the account's plan and the API token; `mtctl cloudflare check`)".into(),
-                    at: now,
-                }
-            }
-            Some(WatchChange::Usable) => OperatorAlert {
-                title: "Cloudflare analytics dataset usable again".into(),
-                prefix: None,
-                details: self.datasets.dataset().to_owned(),
-                consequence: "calm tracking resumes".into(),
-                at: now,
-            },
+            Some(WatchChange::Unusable(why)) => Some(why),
+            Some(WatchChange::Usable) => None,
         };
+        if let Some(why) = &unusable {
+            tracing::error!(dataset = self.datasets.dataset(), %why, "analytics dataset cannot be queried; nothing is judged calm");
+        }
+        let message = OperatorAlert::dataset(
+            self.datasets.dataset(),
+            unusable.as_deref(),
+            "no window is judged calm, so nothing is withdrawn automatically",
+            now,
+        );
         let mut tx = self.store.begin().await?;
         self.notifier
             .queue(&mut tx, &Message::OperatorAlert(message), now)

@@ -262,6 +262,36 @@ pub struct OperatorAlert {
     pub at: DateTime<Utc>,
 }
 
+impl OperatorAlert {
+    /// A Cloudflare analytics dataset became unusable (`Some(why)`: disabled, a queried field
+    /// missing) or usable again (`None`); `consequence` says what the daemon does meanwhile.
+    pub fn dataset(
+        dataset: &str,
+        unusable: Option<&str>,
+        consequence: &str,
+        at: DateTime<Utc>,
+    ) -> Self {
+        match unusable {
+            Some(why) => Self {
+                title: "Cloudflare analytics dataset unusable".into(),
+                prefix: None,
+                details: format!("{dataset}: {why}"),
+                consequence: format!(
+                    "{consequence} until this is fixed (check the account's plan and the API token: `mtctl cloudflare check`)"
+                ),
+                at,
+            },
+            None => Self {
+                title: "Cloudflare analytics dataset usable again".into(),
+                prefix: None,
+                details: dataset.to_owned(),
+                consequence: "back to normal".into(),
+                at,
+            },
+        }
+    }
+}
+
 /// An operator advertised a prefix by hand (`mtctl advertise`, the dashboard).
 #[derive(Debug, Clone)]
 pub struct ManualAdvertisement {

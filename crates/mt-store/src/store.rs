@@ -91,9 +91,7 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(options.busy_timeout);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(options.max_connections.max(1))
-            .acquire_timeout(options.busy_timeout + Duration::from_secs(5))
+        let pool = pool_options(options)
             .connect_with(connect)
             .await
             .map_err(open_err)?;
@@ -129,14 +127,9 @@ impl Store {
                 .foreign_keys(true)
                 .busy_timeout(options.busy_timeout)
         };
-        let pool_options = || {
-            SqlitePoolOptions::new()
-                .max_connections(options.max_connections.max(1))
-                .acquire_timeout(options.busy_timeout + Duration::from_secs(5))
-        };
         // The pool connects lazily elsewhere; probe with a query so a permission problem shows
         // here, where the read-only fallback can answer it.
-        let pool = match pool_options().connect_with(connect(false)).await {
+        let pool = match pool_options(options).connect_with(connect(false)).await {
             Ok(pool) => match sqlx::query("SELECT COUNT(*) FROM sqlite_master")
                 .execute(&pool)
                 .await
@@ -144,7 +137,7 @@ impl Store {
                 Ok(_) => pool,
                 Err(_) => {
                     pool.close().await;
-                    pool_options()
+                    pool_options(options)
                         .connect_with(connect(true))
                         .await
                         .map_err(|source| Error::Open {
@@ -153,7 +146,7 @@ impl Store {
                         })?
                 }
             },
-            Err(_) => pool_options()
+            Err(_) => pool_options(options)
                 .connect_with(connect(true))
                 .await
                 .map_err(|source| Error::Open {
@@ -230,6 +223,13 @@ impl Store {
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+/// The pool every open uses: a few connections, waiting a little longer than `busy_timeout`.
+fn pool_options(options: &OpenOptions) -> SqlitePoolOptions {
+    SqlitePoolOptions::new()
+        .max_connections(options.max_connections.max(1))
+        .acquire_timeout(options.busy_timeout + Duration::from_secs(5))
 }
 
 /// Creates a missing database file with mode 0660 (less the process umask: the units' `UMask=0007`

@@ -263,26 +263,20 @@ impl Poller {
             return Ok(());
         }
         let reading = self.client.dataset_settings().await;
-        let alert = match self.datasets.record(now, &reading) {
+        let unusable = match self.datasets.record(now, &reading) {
             None => return Ok(()),
-            Some(WatchChange::Unusable(why)) => {
-                tracing::error!(dataset = self.datasets.dataset(), %why, "analytics dataset cannot be queried; no events are fetched");
-                OperatorAlert {
-                    title: "Cloudflare analytics dataset unusable".into(),
-                    prefix: None,
-                    details: format!("{}: {why}", self.datasets.dataset()),
-                    consequence: "mt-network-analytics fetches no dropped-traffic events until this is fixed (check the account's plan and the API token; `mtctl cloudflare check`)".into(),
-                    at: now,
-                }
-            }
-            Some(WatchChange::Usable) => OperatorAlert {
-                title: "Cloudflare analytics dataset usable again".into(),
-                prefix: None,
-                details: self.datasets.dataset().to_owned(),
-                consequence: "dropped-traffic events are fetched again".into(),
-                at: now,
-            },
+            Some(WatchChange::Unusable(why)) => Some(why),
+            Some(WatchChange::Usable) => None,
         };
+        if let Some(why) = &unusable {
+            tracing::error!(dataset = self.datasets.dataset(), %why, "analytics dataset cannot be queried; no events are fetched");
+        }
+        let alert = OperatorAlert::dataset(
+            self.datasets.dataset(),
+            unusable.as_deref(),
+            "mt-network-analytics fetches no dropped-traffic events",
+            now,
+        );
         let mut tx = self.store.begin().await?;
         self.notifier
             .queue(&mut tx, &Message::OperatorAlert(alert), now)
