@@ -11,7 +11,9 @@
 # 2770 (setgid) in the group, the daemons' UMask=0007, the database 0660.
 #
 # Usage (as root, from the repository): tests/group-access.sh [TARGET_DIR]   (default target/debug)
-# Needs: sqlite3, python3 (to read the seed queries' TOML), runuser and setpriv (util-linux), useradd.
+# Needs: sqlite3, python3 (to read the seed queries' TOML), runuser and setpriv (util-linux),
+# useradd/usermod, systemd-sysusers. It leaves the users `magic-transit` (from the project's
+# sysusers file, as an installation would) and `mt-soc-member` (in its group) on the machine.
 # `--old-layout` runs it with the previous layout (0750 directory, UMask=0027) to show it fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +31,7 @@ if [ "$(id -u)" != 0 ]; then
   echo "group-access: needs root (creates the suite's user and a member, runs as both)" >&2
   exit 2
 fi
-for tool in sqlite3 python3 runuser setpriv useradd; do
+for tool in sqlite3 python3 runuser setpriv useradd usermod systemd-sysusers; do
   command -v "$tool" >/dev/null || { echo "group-access: $tool is missing" >&2; exit 2; }
 done
 for b in mtctl mt-webhook-receiver; do
@@ -66,7 +68,14 @@ if $old_layout; then
   umask_daemon=0027
 fi
 db=$state/magic_transit.db
-port=$(( 20000 + $$ % 20000 ))
+port=""
+for candidate in $(seq $(( 20000 + $$ % 20000 )) $(( 20099 + $$ % 20000 ))); do
+  if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
+    port=$candidate
+    break
+  fi
+done
+[ -n "$port" ] || { echo "group-access: no free port" >&2; exit 2; }
 config=$work/config.toml
 cat > "$config" <<EOF
 [database]
@@ -134,7 +143,7 @@ post_webhook() {
   local status
   exec 3<>"/dev/tcp/127.0.0.1/$port"
   printf 'POST /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\ncf-webhook-auth: group-test-secret\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s' "${#body}" "$body" >&3
-  read -r _ status _ <&3 || true
+  read -r -t 10 _ status _ <&3 || true
   exec 3>&-
   [ "$status" = 200 ] || fail "webhook answered ${status:-nothing}"
 }
@@ -146,8 +155,8 @@ start_receiver() {
     sh -c "umask $umask_daemon; exec \"\$@\"" sh "$bin/mt-webhook-receiver" --config "$config" 4>&- &
   receiver_pid=$!
   for _ in $(seq 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
     kill -0 "$receiver_pid" 2>/dev/null || fail "mt-webhook-receiver exited at start"
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
     sleep 0.1
   done
   fail "mt-webhook-receiver did not listen"

@@ -230,6 +230,18 @@ impl Engine {
         // longer be judged: declared lost, it breaks every calm stretch, and judging resumes
         // after it. The gap, `judged_until` and the broken stretches are saved together.
         if let Some(oldest) = limits.oldest_queryable(now, a.interval)
+            && oldest + window > horizon
+            && report.unknown.is_none()
+        {
+            // Not even one window ending at the horizon can be queried: say so (unknown, so
+            // the blind alert comes), rather than declaring everything lost forever in silence.
+            report.unknown = Some(format!(
+                "the {} dataset's notOlderThan ({}s) is too short to judge any window (analytics_delay + interval + window)",
+                self.datasets.dataset(),
+                limits.not_older_than.unwrap_or_default().as_secs()
+            ));
+        }
+        if let Some(oldest) = limits.oldest_queryable(now, a.interval)
             && judged_until < oldest.min(horizon)
         {
             let gap = TelemetryGap {
@@ -256,7 +268,7 @@ impl Engine {
         while judged_until < horizon
             && report.windows < MAX_WINDOWS_PER_CYCLE
             && !prefixes.is_empty()
-            && unusable.is_empty()
+            && report.unknown.is_none()
         {
             let start = judged_until;
             let end = (start + window).min(horizon);

@@ -325,6 +325,24 @@ fn dataset_rows(state: &State, field: &Field, now: DateTime<Utc>) -> Result<Vec<
             }
         }
     }
+    if let Some(available) = &settings.available_fields {
+        let has = |f: &str| available.iter().any(|a| a == f);
+        let asked = dims
+            .iter()
+            .map(|(_, d)| (d.clone(), format!("dimensions_{d}")))
+            .chain(
+                sums.iter()
+                    .map(|(_, x)| (format!("sum_{x}"), format!("sum_{x}"))),
+            );
+        for (bare, nested) in asked {
+            if !has(&bare) && !has(&nested) {
+                return fail(
+                    format!("field {nested} is not available for this account"),
+                    &path,
+                );
+            }
+        }
+    }
     let fields = dims.len() + sums.len();
     if fields as u64 > settings.max_number_of_fields {
         return fail(

@@ -126,14 +126,12 @@ impl Error {
             | Self::NotJson { status: 429, .. }
             | Self::BudgetHold { .. } => true,
             // Cloudflare sends no code for these; its documented messages are "rate limiter
-            // budget depleted…", "quota exceeded, please repeat your request…" and "limit
-            // reached, please try reduced time period".
+            // budget depleted…" and "quota exceeded, please repeat your request…". ("limit
+            // reached, please try reduced time period" is about the query's size, not the
+            // budget: an ordinary failed query.)
             Self::GraphQl { errors } => errors.iter().any(|e| {
                 let m = e.message.to_ascii_lowercase();
-                m.contains("rate limit")
-                    || m.contains("budget")
-                    || m.contains("quota exceeded")
-                    || m.contains("limit reached")
+                m.contains("rate limit") || m.contains("budget") || m.contains("quota exceeded")
             }),
             _ => false,
         }

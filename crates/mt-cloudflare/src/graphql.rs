@@ -247,7 +247,9 @@ impl std::fmt::Display for SettingsProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Disabled => f.write_str("the dataset is not enabled for this account"),
-            Self::Missing => f.write_str("Cloudflare returned no settings for the dataset"),
+            Self::Missing => {
+                f.write_str("Cloudflare returned no settings (or no `enabled`) for the dataset")
+            }
             Self::FieldsUnavailable(fields) => {
                 write!(
                     f,
@@ -269,8 +271,11 @@ impl DatasetSettings {
     /// Cloudflare uses for dimensions is not documented, and either means the field exists.
     pub fn problems(&self, fields: &[&str]) -> Vec<SettingsProblem> {
         let mut out = Vec::new();
-        if self.enabled == Some(false) {
-            out.push(SettingsProblem::Disabled);
+        match self.enabled {
+            Some(true) => {}
+            Some(false) => out.push(SettingsProblem::Disabled),
+            // `enabled` is `bool!` in the schema: an answer without it is not one to trust.
+            None => out.push(SettingsProblem::Missing),
         }
         if let Some(available) = &self.available_fields {
             let has = |f: &str| {
@@ -333,8 +338,9 @@ impl DatasetLimits {
         match self
             .max_duration
             .and_then(|d| chrono::Duration::from_std(d).ok())
+            .and_then(|d| until.checked_sub_signed(d))
         {
-            Some(d) => from.max(until - d),
+            Some(earliest) => from.max(earliest),
             None => from,
         }
     }
@@ -343,7 +349,8 @@ impl DatasetLimits {
     /// the time between building the query and Cloudflare receiving it; `None`: no limit known.
     pub fn oldest_queryable(&self, now: DateTime<Utc>, margin: Duration) -> Option<DateTime<Utc>> {
         let d = chrono::Duration::from_std(self.not_older_than?).ok()?;
-        Some(now - d + chrono::Duration::from_std(margin).unwrap_or_default())
+        now.checked_sub_signed(d)?
+            .checked_add_signed(chrono::Duration::from_std(margin).ok()?)
     }
 }
 
@@ -381,16 +388,30 @@ fn number(v: Option<&Value>) -> Option<f64> {
     (n.is_finite() && n >= 0.0).then_some(n)
 }
 
+/// Longest duration a setting is taken at: a larger value (or Cloudflare's way of saying
+/// "unlimited") is read as no limit rather than overflowing time arithmetic.
+const MAX_SETTING: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+/// A duration setting in seconds; 0 or absurdly large means no limit (`None`). Either reading
+/// is safe: a real limit the suite does not apply makes Cloudflare refuse the query, which is
+/// judged unknown, never calm.
 fn seconds(v: Option<&Value>) -> Option<Duration> {
-    number(v).map(Duration::from_secs_f64)
+    number(v)
+        .and_then(|n| Duration::try_from_secs_f64(n).ok())
+        .filter(|d| !d.is_zero() && *d <= MAX_SETTING)
+}
+
+/// A count setting; 0 means no limit (`None`), as for durations.
+fn count(v: Option<&Value>) -> Option<u64> {
+    number(v).map(|n| n as u64).filter(|n| *n > 0)
 }
 
 fn parse_settings(v: &Value) -> DatasetSettings {
     DatasetSettings {
         enabled: v.get("enabled").and_then(Value::as_bool),
         max_duration: seconds(v.get("maxDuration")),
-        max_page_size: number(v.get("maxPageSize")).map(|n| n as u64),
-        max_number_of_fields: number(v.get("maxNumberOfFields")).map(|n| n as u64),
+        max_page_size: count(v.get("maxPageSize")),
+        max_number_of_fields: count(v.get("maxNumberOfFields")),
         not_older_than: seconds(v.get("notOlderThan")),
         available_fields: v.get("availableFields").and_then(Value::as_array).map(|a| {
             a.iter()
@@ -664,5 +685,58 @@ impl DatasetWatch {
             .clone()
             .unwrap_or_default()
             .limits(window, limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn settings_of_zero_or_absurd_size_are_no_limit_and_never_overflow() {
+        let s = parse_settings(&json!({
+            "enabled": true, "maxDuration": 1e300, "maxPageSize": 0,
+            "maxNumberOfFields": "30", "notOlderThan": 9.2e15, "availableFields": ["sum_packets"]
+        }));
+        assert_eq!(s.max_duration, None);
+        assert_eq!(s.max_page_size, None);
+        assert_eq!(s.max_number_of_fields, Some(30));
+        assert_eq!(s.not_older_than, None);
+        let limits = s.limits(Duration::from_secs(300), 10_000);
+        assert_eq!(
+            (limits.max_window, limits.limit),
+            (Duration::from_secs(300), 10_000)
+        );
+        // Large but accepted values do not overflow either.
+        let huge = DatasetLimits {
+            max_window: Duration::from_secs(300),
+            max_duration: Some(MAX_SETTING),
+            limit: 1,
+            not_older_than: Some(MAX_SETTING),
+        };
+        let t = DateTime::<Utc>::MIN_UTC + chrono::Duration::days(1);
+        assert_eq!(huge.probe_start(t, t), t);
+        assert_eq!(huge.oldest_queryable(t, Duration::from_secs(60)), None);
+        let not_a_number = parse_settings(&json!({"enabled": true, "maxDuration": "soon"}));
+        assert_eq!(not_a_number.max_duration, None);
+    }
+
+    #[test]
+    fn an_answer_without_enabled_is_a_problem() {
+        let s = parse_settings(&json!({"maxDuration": 3600}));
+        assert_eq!(s.problems(CALM_FIELDS), vec![SettingsProblem::Missing]);
+        let fields = parse_settings(&json!({
+            "enabled": true,
+            "availableFields": ["ipDestinationSubnet", "dimensions_mitigationSystem", "sum_packets", "sum_bits"]
+        }));
+        // Either spelling of a dimension counts; datetimeMinute is in neither.
+        assert_eq!(
+            fields.problems(CALM_FIELDS),
+            vec![SettingsProblem::FieldsUnavailable(vec![
+                "dimensions_datetimeMinute".into()
+            ])]
+        );
     }
 }

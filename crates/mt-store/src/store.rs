@@ -116,8 +116,15 @@ impl Store {
     /// is older than this binary is refused with a message saying who may upgrade it.
     pub async fn open_for_reading(options: &OpenOptions) -> Result<Self> {
         let path = options.path.clone();
-        if !path.exists() {
-            return Err(Error::Missing(path));
+        match path.try_exists() {
+            Ok(true) => {}
+            Ok(false) => return Err(Error::Missing(path)),
+            Err(e) => {
+                return Err(Error::Open {
+                    path,
+                    source: sqlx::Error::Io(e),
+                });
+            }
         }
         let connect = |read_only: bool| {
             SqliteConnectOptions::new()
@@ -127,32 +134,37 @@ impl Store {
                 .foreign_keys(true)
                 .busy_timeout(options.busy_timeout)
         };
-        // The pool connects lazily elsewhere; probe with a query so a permission problem shows
-        // here, where the read-only fallback can answer it.
-        let pool = match pool_options(options).connect_with(connect(false)).await {
+        // Probe with a query, so a permission problem shows here, where the read-only fallback
+        // answers it; any other failure (busy past the timeout, not a database) is reported
+        // as it is.
+        let read_write = match pool_options(options).connect_with(connect(false)).await {
             Ok(pool) => match sqlx::query("SELECT COUNT(*) FROM sqlite_master")
                 .execute(&pool)
                 .await
             {
-                Ok(_) => pool,
-                Err(_) => {
+                Ok(_) => Ok(pool),
+                Err(e) => {
                     pool.close().await;
-                    pool_options(options)
-                        .connect_with(connect(true))
-                        .await
-                        .map_err(|source| Error::Open {
-                            path: path.clone(),
-                            source,
-                        })?
+                    Err(e)
                 }
             },
-            Err(_) => pool_options(options)
+            Err(e) => Err(e),
+        };
+        let pool = match read_write {
+            Ok(pool) => pool,
+            Err(e) if is_permission(&e) => pool_options(options)
                 .connect_with(connect(true))
                 .await
                 .map_err(|source| Error::Open {
                     path: path.clone(),
                     source,
                 })?,
+            Err(source) => {
+                return Err(Error::Open {
+                    path: path.clone(),
+                    source,
+                });
+            }
         };
         let schema = match migrate::current(&pool, &path).await {
             Ok(schema) => schema,
@@ -223,6 +235,19 @@ impl Store {
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+/// Whether opening read-write failed for lack of permission (the file, its `-shm`/`-wal`, or
+/// the directory), so a read-only open may still work.
+fn is_permission(e: &sqlx::Error) -> bool {
+    if let sqlx::Error::Io(io) = e {
+        return io.kind() == std::io::ErrorKind::PermissionDenied;
+    }
+    // SQLITE_PERM (3), SQLITE_READONLY (8), SQLITE_CANTOPEN (14), SQLITE_AUTH (23).
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|c| c.parse::<i64>().ok())
+        .is_some_and(|c| matches!(c & 0xff, 3 | 8 | 14 | 23))
 }
 
 /// The pool every open uses: a few connections, waiting a little longer than `busy_timeout`.

@@ -276,21 +276,54 @@ pub async fn checks(config: &Config) -> anyhow::Result<Vec<Check>> {
         start.to_rfc3339_opts(SecondsFormat::Secs, true),
         end.to_rfc3339_opts(SecondsFormat::Secs, true)
     );
+    let calm_label = format!("GraphQL calm query ({CALM_DATASET})");
+    let stamp = |t: Option<chrono::DateTime<Utc>>| {
+        t.map_or("none".to_owned(), |m| {
+            m.to_rfc3339_opts(SecondsFormat::Secs, true)
+        })
+    };
     match calm {
+        // What would make every window unknown to the daemons (never calm) is not "ok".
+        Ok(t) if t.truncated => out.push(Check::failed(
+            calm_label,
+            format!("{} rows: the answer hit its row limit over {window}", t.rows),
+            "more distinct dropped subnets per window than one query returns: autowithdraw would judge every window unknown; lower autowithdraw.window",
+        )),
+        Ok(t)
+            if t
+                .served_at
+                .is_none_or(|c| (Utc::now() - c).abs() > chrono::Duration::seconds(30)) =>
+        {
+            out.push(Check::failed(
+                calm_label,
+                format!(
+                    "this host's clock and Cloudflare's ({}) differ by more than 30 s",
+                    stamp(t.served_at)
+                ),
+                "autowithdraw judges every window unknown while the clocks differ: fix NTP on this host",
+            ))
+        }
+        Ok(t) if t.latest_minute.is_none_or(|m| m + chrono::Duration::minutes(1) < end) => {
+            out.push(Check {
+                check: calm_label,
+                status: "unverified",
+                detail: format!(
+                    "{} rows over {window}; the account's data does not reach the window's end (newest: {})",
+                    t.rows,
+                    stamp(t.latest_minute)
+                ),
+                hint: Some("expected while no prefix is advertised (no traffic crosses Cloudflare); while one is, autowithdraw needs this data to judge calm".into()),
+            })
+        }
         Ok(t) => out.push(Check::ok(
-            format!("GraphQL calm query ({CALM_DATASET})"),
+            calm_label,
             format!(
                 "{} rows over {window}; newest data {}",
                 t.rows,
-                t.latest_minute.map_or("none".into(), |m| m
-                    .to_rfc3339_opts(SecondsFormat::Secs, true))
+                stamp(t.latest_minute)
             ),
         )),
-        Err(e) => out.push(Check::failed(
-            format!("GraphQL calm query ({CALM_DATASET})"),
-            e.to_string(),
-            hint(&e, READ_ANALYTICS),
-        )),
+        Err(e) => out.push(Check::failed(calm_label, e.to_string(), hint(&e, READ_ANALYTICS))),
     }
     match cf.dosd_events(start, end, limits.limit.min(1000)).await {
         Ok(ev) => out.push(Check::ok(

@@ -262,8 +262,9 @@ fn run_async(f: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> 
         .block_on(f)
 }
 
-/// Opens the database: migrating for the commands that write (SPEC §5), never for reads, which
-/// also work for SOC staff who may only read (read-only when they cannot write).
+/// Opens the database: migrating for the commands that write (SPEC §5 and §9: `backup`,
+/// `prune` and `import-webhooks` are among them), never for reads, which also work for SOC
+/// staff who may only read (read-only when they cannot write).
 async fn open(config: &Config, command: &Command) -> anyhow::Result<Store> {
     let options = OpenOptions::from_config(&config.database);
     let reads_only = matches!(
@@ -275,7 +276,6 @@ async fn open(config: &Config, command: &Command) -> anyhow::Result<Store> {
             | Command::Webhooks { .. }
             | Command::Notifications { .. }
             | Command::Audit { .. }
-            | Command::Backup { .. }
     );
     Ok(if reads_only {
         Store::open_for_reading(&options).await?

@@ -145,7 +145,27 @@ impl Poller {
         // (less a minute for the query's trip): older time would be refused as a whole.
         let mut reach = chrono::Duration::from_std(self.options.max_catch_up).unwrap_or_default();
         if let Some(oldest) = limits.oldest_queryable(now, Duration::from_secs(60)) {
+            if oldest >= now {
+                return Err(PollError::DatasetUnusable {
+                    dataset: self.datasets.dataset(),
+                    why: format!(
+                        "notOlderThan ({}s) leaves no time to query",
+                        limits.not_older_than.unwrap_or_default().as_secs()
+                    ),
+                });
+            }
             reach = reach.min(now - oldest);
+        }
+        // One poll must be able to finish its catch-up within its query budget (half of it, the
+        // rest for splitting windows at the row limit), or it would never complete and the
+        // same old hours would be fetched forever.
+        let chunk = chrono::Duration::from_std(limits.max_window).unwrap_or(chrono::Duration::MAX);
+        if let Some(budget) = chunk.checked_mul(
+            i32::try_from(self.options.max_queries / 2)
+                .unwrap_or(1)
+                .max(1),
+        ) {
+            reach = reach.min(budget);
         }
         let mut from = now - lookback;
         if let Some(last) = self
@@ -215,16 +235,20 @@ impl Poller {
         limits: &mt_cloudflare::graphql::DatasetLimits,
     ) -> Result<Fetched, PollError> {
         let min_split = chrono::Duration::from_std(self.options.min_split).unwrap_or_default();
-        // No query spans more than the dataset's `maxDuration`; newest chunk first (popped
-        // last-in first-out), oldest last.
-        let chunk = chrono::Duration::from_std(limits.max_window)
+        // No query spans more than the dataset's `maxDuration`. The filters are exclusive at
+        // both ends, so each chunk but the last reaches one second past the next one's start
+        // (an event on the boundary second is fetched twice, and deduplicated by its hash).
+        // Oldest first: `pending` is popped from the end.
+        let second = chrono::Duration::seconds(1);
+        let chunk = (chrono::Duration::from_std(limits.max_window)
             .unwrap_or(chrono::Duration::MAX)
-            .max(chrono::Duration::seconds(1));
+            - second)
+            .max(second);
         let mut pending = Vec::new();
         let mut start = from;
         while start < to {
             let end = start.checked_add_signed(chunk).map_or(to, |e| e.min(to));
-            pending.push((start, end));
+            pending.push((start, if end < to { end + second } else { end }));
             start = end;
         }
         pending.reverse();

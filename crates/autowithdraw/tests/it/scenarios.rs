@@ -1145,3 +1145,32 @@ async fn time_older_than_not_older_than_is_declared_lost_and_breaks_the_stretch(
     let gap_end = (gap.end - w.sim.sim.start()).num_seconds();
     assert!(at >= gap_end + CALM_AND_DELAY, "{at} vs gap end {gap_end}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_not_older_than_too_short_to_judge_anything_is_unknown_and_alerted() {
+    let w = World::new(
+        vec![prefix("p24", "203.0.113.0/24", 1800)],
+        vec![attack("203.0.113.10", -1800, -1200)],
+        "",
+    )
+    .await;
+    // 300 s back is less than analytics_delay (180 s) + interval (60 s) + window (300 s).
+    w.sim.sim.set_dataset_settings(
+        mt_cloudflare::graphql::CALM_DATASET,
+        cf_sim::scenario::DatasetSettings {
+            not_older_than: std::time::Duration::from_secs(300),
+            ..Default::default()
+        },
+    );
+    for _ in 0..30 {
+        let report = w.step().await;
+        let unknown = report.unknown.clone().unwrap_or_default();
+        assert!(unknown.contains("too short"), "{report:?}");
+        assert!(report.withdrawn.is_empty());
+    }
+    assert!(w.sim.sim.patches().is_empty());
+    assert!(
+        w.kinds().await.contains(&"telemetry_blind".to_owned()),
+        "said, not silent"
+    );
+}

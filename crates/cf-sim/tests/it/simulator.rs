@@ -217,6 +217,19 @@ async fn dataset_settings_are_served_and_enforced() {
     sim.sim.set_dataset_settings(
         mt_cloudflare::graphql::CALM_DATASET,
         cf_sim::scenario::DatasetSettings {
+            available_fields: Some(vec!["sampleInterval".into(), "sum_packets".into()]),
+            ..Default::default()
+        },
+    );
+    let answer = raw_graphql(&sim, &ok).await;
+    assert!(
+        first_error(&answer).contains("dimensions_ipDestinationSubnet is not available"),
+        "{answer}"
+    );
+
+    sim.sim.set_dataset_settings(
+        mt_cloudflare::graphql::CALM_DATASET,
+        cf_sim::scenario::DatasetSettings {
             enabled: false,
             ..Default::default()
         },
