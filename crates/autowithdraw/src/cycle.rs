@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, Timelike, Utc};
 use ipnet::IpNet;
 use mt_cloudflare::Client;
-use mt_cloudflare::graphql::{DatasetWatch, DroppedTrafficQuery, WatchChange};
+use mt_cloudflare::graphql::{DatasetWatch, DroppedTrafficQuery};
 use mt_cloudflare::rest::BgpPrefix;
 use mt_common::SharedClock;
 use mt_common::config::{Config, PrefixConfig};
@@ -454,18 +454,9 @@ impl Engine {
     /// Reads the calm-tracking dataset's settings when due (at start and hourly); a dataset
     /// that became unusable is told once on Telegram, and again when it is usable.
     async fn refresh_settings(&self, now: DateTime<Utc>) -> Result<(), CycleError> {
-        if !self.datasets.due(now) {
+        let Some(unusable) = self.datasets.refresh(&self.client, now).await else {
             return Ok(());
-        }
-        let reading = self.client.dataset_settings().await;
-        let unusable = match self.datasets.record(now, &reading) {
-            None => return Ok(()),
-            Some(WatchChange::Unusable(why)) => Some(why),
-            Some(WatchChange::Usable) => None,
         };
-        if let Some(why) = &unusable {
-            tracing::error!(dataset = self.datasets.dataset(), %why, "analytics dataset cannot be queried; nothing is judged calm");
-        }
         let message = OperatorAlert::dataset(
             self.datasets.dataset(),
             unusable.as_deref(),

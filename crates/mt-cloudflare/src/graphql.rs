@@ -663,6 +663,26 @@ impl DatasetWatch {
         Some(WatchChange::Unusable(text))
     }
 
+    /// Reads the settings through `client` when due (at start, hourly, five minutes after a
+    /// failed read) and records them; returns what changed, for the caller to tell the SOC.
+    /// `Some(Some(why))`: it became unusable; `Some(None)`: usable again after an alert.
+    pub async fn refresh(&self, client: &Client, now: DateTime<Utc>) -> Option<Option<String>> {
+        if !self.due(now) {
+            return None;
+        }
+        let reading = client.dataset_settings().await;
+        match self.record(now, &reading)? {
+            WatchChange::Unusable(why) => {
+                tracing::error!(dataset = self.dataset, %why, "analytics dataset cannot be queried");
+                Some(Some(why))
+            }
+            WatchChange::Usable => {
+                tracing::info!(dataset = self.dataset, "analytics dataset usable again");
+                Some(None)
+            }
+        }
+    }
+
     /// Why the dataset cannot be queried now (empty: usable, or not read yet).
     pub fn problems(&self) -> Vec<SettingsProblem> {
         self.lock().problems.clone()

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use mt_cloudflare::Client;
-use mt_cloudflare::graphql::{DatasetWatch, DosdEvent, WatchChange};
+use mt_cloudflare::graphql::{DatasetWatch, DosdEvent};
 use mt_common::SharedClock;
 use mt_common::timefmt::{from_db, to_db};
 use mt_notify::templates::{AnalyticsSummary, OperatorAlert};
@@ -283,19 +283,10 @@ impl Poller {
     /// Reads the dosd dataset's settings when due (at start and hourly); a dataset that became
     /// unusable is told once on Telegram, and again when it is usable.
     async fn refresh_settings(&self, now: DateTime<Utc>) -> Result<(), PollError> {
-        if !self.datasets.due(now) {
+        let Some(unusable) = self.datasets.refresh(&self.client, now).await else {
             return Ok(());
-        }
-        let reading = self.client.dataset_settings().await;
-        let unusable = match self.datasets.record(now, &reading) {
-            None => return Ok(()),
-            Some(WatchChange::Unusable(why)) => Some(why),
-            Some(WatchChange::Usable) => None,
         };
-        if let Some(why) = &unusable {
-            tracing::error!(dataset = self.datasets.dataset(), %why, "analytics dataset cannot be queried; no events are fetched");
-        }
-        let alert = OperatorAlert::dataset(
+        let message = OperatorAlert::dataset(
             self.datasets.dataset(),
             unusable.as_deref(),
             "mt-network-analytics fetches no dropped-traffic events",
@@ -303,7 +294,7 @@ impl Poller {
         );
         let mut tx = self.store.begin().await?;
         self.notifier
-            .queue(&mut tx, &Message::OperatorAlert(alert), now)
+            .queue(&mut tx, &Message::OperatorAlert(message), now)
             .await?;
         tx.commit().await?;
         Ok(())
