@@ -13,6 +13,16 @@
 //! threshold). The calm-tracking dataset is sampled, and Cloudflare documents that the `sum`
 //! fields of sampled nodes are already estimates scaled up from the sample
 //! (analytics/graphql-api/sampling), so they are used as given, never multiplied again.
+//!
+//! Invariants (checked by the property tests at the bottom, which name them):
+//! 1. **Calm only on clean evidence**: a prefix's window is calm only if the query succeeded,
+//!    was not truncated, had no unattributable row, reached the window's end, came from a clock
+//!    within [`MAX_CLOCK_SKEW`], the prefix had no malformed row, and both average rates are
+//!    below their thresholds.
+//! 2. **Clean evidence is judged**: with all of the above clean, a prefix is attack exactly
+//!    when one rate reaches its threshold, calm otherwise (never unknown).
+//! 3. **More drops never calm a window**: adding dropped packets or bits to a prefix never
+//!    turns its verdict from attack or unknown into calm.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -439,5 +449,178 @@ mod tests {
             v.values()
                 .all(|v| matches!(v, Verdict::Unknown(Unknown::EmptyWindow)))
         );
+    }
+
+    mod properties {
+        //! Property tests of invariants 1–3 (module docs) over generated answers.
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        struct Case {
+            outcome: Result<DroppedTraffic, mt_cloudflare::Error>,
+            window: Window,
+            thresholds: Thresholds,
+            local_now: DateTime<Utc>,
+        }
+
+        fn error() -> impl Strategy<Value = mt_cloudflare::Error> {
+            prop_oneof![
+                Just(mt_cloudflare::Error::Timeout),
+                Just(mt_cloudflare::Error::Api {
+                    status: 429,
+                    errors: vec![],
+                    retry_after: None
+                }),
+                Just(mt_cloudflare::Error::GraphQl {
+                    errors: vec![mt_cloudflare::ApiMessage {
+                        code: None,
+                        message: "rate limiter budget depleted".into()
+                    }]
+                }),
+                Just(mt_cloudflare::Error::Decode("no account".into())),
+            ]
+        }
+
+        fn drops() -> impl Strategy<Value = PrefixDrops> {
+            (
+                prop_oneof![Just(0.0), 0.0..1e4f64, 0.0..1e9f64],
+                prop_oneof![Just(0.0), 0.0..1e8f64, 0.0..1e13f64],
+                prop_oneof![8 => Just(0usize), 1 => 1..3usize],
+            )
+                .prop_map(|(packets, bits, malformed_rows)| PrefixDrops {
+                    packets,
+                    bits,
+                    systems: ["dosd".to_owned()].into(),
+                    malformed_rows,
+                })
+        }
+
+        fn case() -> impl Strategy<Value = Case> {
+            let t0 = t0();
+            (
+                60i64..3600,
+                1.0..1e6f64,
+                0.1..1e4f64,
+                proptest::collection::vec(drops(), 3),
+                prop_oneof![9 => Just(false), 1 => Just(true)],
+                prop_oneof![9 => Just(0usize), 1 => 1..3usize],
+                prop_oneof![1 => Just(None), 9 => (-300i64..300).prop_map(Some)],
+                prop_oneof![1 => Just(None), 9 => (-60i64..60).prop_map(Some)],
+                prop_oneof![9 => Just(None), 1 => error().prop_map(Some)],
+            )
+                .prop_map(
+                    move |(len, pps, mbps, drops, truncated, unparsed, latest, skew, err)| {
+                        let window = Window {
+                            start: t0,
+                            end: t0 + chrono::Duration::seconds(len),
+                        };
+                        let local_now = window.end + chrono::Duration::minutes(3);
+                        let per_prefix = prefixes3().into_iter().zip(drops).collect();
+                        let traffic = DroppedTraffic {
+                            per_prefix,
+                            rows: 3,
+                            truncated,
+                            unparsed_rows: unparsed,
+                            latest_minute: latest
+                                .map(|o| window.end + chrono::Duration::seconds(o)),
+                            served_at: skew.map(|s| local_now + chrono::Duration::seconds(s)),
+                        };
+                        Case {
+                            outcome: err.map_or(Ok(traffic), Err),
+                            window,
+                            thresholds: Thresholds {
+                                attack_min_pps: pps,
+                                attack_min_mbps: mbps,
+                            },
+                            local_now,
+                        }
+                    },
+                )
+        }
+
+        fn prefixes3() -> Vec<IpNet> {
+            vec![
+                "203.0.113.0/24".parse().unwrap(),
+                "198.51.100.0/23".parse().unwrap(),
+                "2001:db8:1000::/48".parse().unwrap(),
+            ]
+        }
+
+        fn run(c: &Case) -> BTreeMap<IpNet, Verdict> {
+            judge(
+                &c.outcome,
+                c.window,
+                &prefixes3(),
+                c.thresholds,
+                c.local_now,
+                Duration::from_secs(60),
+            )
+        }
+
+        /// The clean-evidence conditions of invariant 1 that hold for the whole answer.
+        fn answer_clean(c: &Case) -> bool {
+            let Ok(t) = &c.outcome else { return false };
+            let skew = chrono::Duration::from_std(MAX_CLOCK_SKEW).unwrap();
+            !t.truncated
+                && t.unparsed_rows == 0
+                && t.latest_minute
+                    .is_some_and(|m| m + chrono::Duration::seconds(60) >= c.window.end)
+                && t.served_at.is_some_and(|s| (c.local_now - s).abs() <= skew)
+        }
+
+        fn rates(c: &Case, d: &PrefixDrops) -> (f64, f64) {
+            let secs = (c.window.end - c.window.start).num_milliseconds() as f64 / 1000.0;
+            (d.packets / secs, d.bits / secs / 1e6)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4000))]
+
+            /// Invariants 1 and 2.
+            #[test]
+            fn calm_exactly_on_clean_evidence_below_both_thresholds(c in case()) {
+                let verdicts = run(&c);
+                prop_assert_eq!(verdicts.len(), 3);
+                for (prefix, verdict) in &verdicts {
+                    let clean = answer_clean(&c)
+                        && c.outcome.as_ref().is_ok_and(|t| t.per_prefix[prefix].malformed_rows == 0);
+                    if !clean {
+                        prop_assert!(matches!(verdict, Verdict::Unknown(_)), "{prefix}: {verdict:?} on unclean evidence");
+                        continue;
+                    }
+                    let d = &c.outcome.as_ref().unwrap().per_prefix[prefix];
+                    let (pps, mbps) = rates(&c, d);
+                    let attack = pps >= c.thresholds.attack_min_pps || mbps >= c.thresholds.attack_min_mbps;
+                    if attack {
+                        prop_assert!(matches!(verdict, Verdict::Attack { .. }), "{prefix}: {verdict:?} at {pps} pps / {mbps} Mbps");
+                    } else {
+                        prop_assert!(verdict.is_calm(), "{prefix}: {verdict:?} at {pps} pps / {mbps} Mbps");
+                    }
+                }
+            }
+
+            /// Invariant 3.
+            #[test]
+            fn more_drops_never_calm_a_window(
+                c in case(),
+                which in 0usize..3,
+                more_packets in 0.0..1e9f64,
+                more_bits in 0.0..1e13f64,
+            ) {
+                let before = run(&c);
+                let mut more = c.clone();
+                let prefix = prefixes3()[which];
+                if let Ok(t) = &mut more.outcome {
+                    let d = t.per_prefix.get_mut(&prefix).unwrap();
+                    d.packets += more_packets;
+                    d.bits += more_bits;
+                }
+                let after = run(&more);
+                if !before[&prefix].is_calm() {
+                    prop_assert!(!after[&prefix].is_calm(), "{:?} became {:?}", before[&prefix], after[&prefix]);
+                }
+            }
+        }
     }
 }

@@ -759,4 +759,88 @@ mod tests {
             ])]
         );
     }
+
+    mod properties {
+        //! Properties of the settings decisions: the dataset is called usable only when every
+        //! condition holds, and every limit derived from the settings stays within them.
+        use super::*;
+        use proptest::prelude::*;
+
+        const NAMES: &[&str] = &[
+            "ipDestinationSubnet",
+            "mitigationSystem",
+            "datetimeMinute",
+            "outcome",
+        ];
+
+        fn settings() -> impl Strategy<Value = DatasetSettings> {
+            (
+                prop_oneof![Just(None), any::<bool>().prop_map(Some)],
+                prop::option::of(1u64..10_000_000),
+                prop::option::of(1u64..100_000),
+                prop::option::of(1u64..40),
+                prop::option::of(1u64..10_000_000),
+                prop::option::of(prop::collection::vec(
+                    prop_oneof![
+                        prop::sample::select(NAMES).prop_map(str::to_owned),
+                        prop::sample::select(NAMES).prop_map(|n| format!("dimensions_{n}")),
+                        Just("sum_packets".to_owned()),
+                        Just("sum_bits".to_owned()),
+                    ],
+                    0..10,
+                )),
+            )
+                .prop_map(|(enabled, dur, page, fields, older, available)| {
+                    DatasetSettings {
+                        enabled,
+                        max_duration: dur.map(Duration::from_secs),
+                        max_page_size: page,
+                        max_number_of_fields: fields,
+                        not_older_than: older.map(Duration::from_secs),
+                        available_fields: available,
+                    }
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(3000))]
+
+            #[test]
+            fn usable_only_when_every_condition_holds(s in settings()) {
+                let usable = s.problems(CALM_FIELDS).is_empty();
+                let available = |f: &str| s.available_fields.as_ref().is_none_or(|a| {
+                    a.iter().any(|x| x == f)
+                        || f.strip_prefix("dimensions_").is_some_and(|b| a.iter().any(|x| x == b))
+                });
+                let expected = s.enabled == Some(true)
+                    && CALM_FIELDS.iter().all(|f| available(f))
+                    && s.max_number_of_fields.is_none_or(|m| CALM_FIELDS.len() as u64 <= m);
+                prop_assert_eq!(usable, expected);
+            }
+
+            #[test]
+            fn derived_limits_stay_within_the_settings(
+                s in settings(),
+                window_secs in 1u64..100_000,
+                limit in 1u32..20_000,
+                from_back in 0i64..10_000_000,
+            ) {
+                let l = s.limits(Duration::from_secs(window_secs), limit);
+                prop_assert!(l.max_window <= Duration::from_secs(window_secs));
+                prop_assert!(s.max_duration.is_none_or(|m| l.max_window <= m));
+                prop_assert!(l.limit >= 1 && l.limit <= limit);
+                prop_assert!(s.max_page_size.is_none_or(|m| u64::from(l.limit) <= m));
+                let until = DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::days(20_000);
+                let from = until - chrono::Duration::seconds(from_back);
+                let probe = l.probe_start(from, until);
+                prop_assert!(probe >= from);
+                if let Some(m) = s.max_duration {
+                    prop_assert!(until - probe <= chrono::Duration::from_std(m).unwrap());
+                }
+                if let (Some(oldest), Some(n)) = (l.oldest_queryable(until, Duration::from_secs(60)), s.not_older_than) {
+                    prop_assert_eq!(until - oldest, chrono::Duration::from_std(n).unwrap() - chrono::Duration::seconds(60));
+                }
+            }
+        }
+    }
 }
