@@ -23,6 +23,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    mt_common::manpage::exit_if_requested::<Cli>();
     let cli = Cli::parse();
     mt_common::telemetry::init();
     let config = Config::load_or_exit(cli.config.as_deref());

@@ -147,6 +147,13 @@ enum Command {
     Migrate,
     /// Validate the config and print the effective values (secrets are never printed).
     CheckConfig,
+    /// Print the shell completion script for bash, zsh or fish (the Debian package installs
+    /// them; elsewhere e.g. `mtctl completions bash > /etc/bash_completion.d/mtctl`). Needs no
+    /// config.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Hash a dashboard password (argon2id) for `[[dashboard.users]] password_hash`: asks twice
     /// on a terminal, else reads one line from stdin. Needs no config.
     HashPassword,
@@ -218,8 +225,18 @@ enum WebhooksCommand {
 pub struct Usage(pub String);
 
 fn main() -> ExitCode {
+    mt_common::manpage::exit_if_requested::<Cli>();
     let cli = Cli::parse();
     mt_common::telemetry::init();
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(
+            shell,
+            &mut <Cli as clap::CommandFactory>::command(),
+            "mtctl",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
     if matches!(cli.command, Command::HashPassword) {
         return match admin::hash_password() {
             Ok(()) => ExitCode::SUCCESS,
@@ -333,7 +350,10 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Backup { path } => admin::backup(&store, &path).await,
         Command::Migrate => admin::migrate(&store),
         Command::Audit { limit, json } => admin::audit(&store, limit, json).await,
-        Command::CheckConfig | Command::HashPassword | Command::Cloudflare { .. } => Ok(()),
+        Command::CheckConfig
+        | Command::HashPassword
+        | Command::Completions { .. }
+        | Command::Cloudflare { .. } => Ok(()),
     };
     store.close().await;
     result

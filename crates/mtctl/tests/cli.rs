@@ -998,6 +998,31 @@ mod commands {
 }
 
 #[test]
+fn completions_and_the_man_page_need_no_config() {
+    let nowhere = Path::new("/nonexistent/config.toml");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = mtctl(nowhere, &["completions", shell], &[]);
+        assert!(out.status.success(), "{shell}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains("cloudflare"),
+            "{shell}: subcommands listed"
+        );
+    }
+    let man = Command::new(env!("CARGO_BIN_EXE_mtctl"))
+        .arg("--print-man-page")
+        .output()
+        .expect("run mtctl");
+    assert!(man.status.success());
+    let page = text(&man.stdout);
+    assert!(
+        page.starts_with(".ie"),
+        "roff: {}",
+        &page[..page.len().min(80)]
+    );
+    assert!(page.contains("mtctl") && page.contains("cloudflare"));
+}
+
+#[test]
 fn hash_password_prints_an_argon2id_hash_without_a_config() {
     use std::io::Write;
     use std::process::{Command, Stdio};
