@@ -58,7 +58,10 @@ MANWIDTH=80 man -l "$root/usr/share/man/man1/mtctl.1.gz" 2>/dev/null | grep -q "
 for bin in mt-webhook-receiver mt-autowithdraw mt-network-analytics mt-dashboard; do
   MANWIDTH=80 man -l "$root/usr/share/man/man1/$bin.1.gz" 2>/dev/null | grep -q -- "--config" || fail "man $bin does not render"
 done
-echo "ok: man pages render"
+for page in mtctl-status mtctl-cloudflare-check; do
+  [ -f "$root/usr/share/man/man1/$page.1.gz" ] || fail "man $page (referred to by man mtctl) is missing"
+done
+echo "ok: man pages render, the subcommands' pages are there"
 bash -c "source '$root/usr/share/bash-completion/completions/mtctl' && complete -p mtctl" \
   || fail "the bash completion does not load"
 

@@ -1008,18 +1008,31 @@ fn completions_and_the_man_page_need_no_config() {
             "{shell}: subcommands listed"
         );
     }
+    let dir = tempfile::tempdir().expect("tmp");
     let man = Command::new(env!("CARGO_BIN_EXE_mtctl"))
-        .arg("--print-man-page")
+        .arg("--print-man-pages")
+        .arg(dir.path())
         .output()
         .expect("run mtctl");
-    assert!(man.status.success());
-    let page = text(&man.stdout);
+    assert!(man.status.success(), "{}", text(&man.stderr));
+    let page = std::fs::read_to_string(dir.path().join("mtctl.1")).expect("mtctl.1");
     assert!(
         page.starts_with(".ie"),
         "roff: {}",
         &page[..page.len().min(80)]
     );
-    assert!(page.contains("mtctl") && page.contains("cloudflare"));
+    assert!(
+        page.contains("mtctl\\-status(1)"),
+        "the subcommands are referred to"
+    );
+    // ... and each page it refers to exists.
+    for sub in [
+        "mtctl-status.1",
+        "mtctl-cloudflare-check.1",
+        "mtctl-webhooks-recent.1",
+    ] {
+        assert!(dir.path().join(sub).exists(), "{sub}");
+    }
 }
 
 #[test]
