@@ -8,16 +8,7 @@ use serde_json::{Value, json};
 use crate::client::{client, scenario, start};
 
 async fn raw_graphql(sim: &cf_sim::Running, query: &str) -> Value {
-    reqwest::Client::new()
-        .post(sim.graphql_url())
-        .bearer_auth("cf-sim-token")
-        .json(&json!({"query": query, "variables": {"a": Scenario::default().account_id}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    graphql_with(sim, query, json!({"a": Scenario::default().account_id})).await
 }
 
 async fn graphql_with(sim: &cf_sim::Running, query: &str, variables: Value) -> Value {
