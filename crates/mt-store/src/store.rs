@@ -95,19 +95,8 @@ impl Store {
             .connect_with(connect)
             .await
             .map_err(open_err)?;
-        let schema = match migrate::run(&pool, &path).await {
-            Ok(schema) => schema,
-            Err(e) => {
-                pool.close().await;
-                return Err(e);
-            }
-        };
-        Ok(Self {
-            pool,
-            path: Arc::new(path),
-            schema: Arc::new(schema),
-            writer: Arc::new(tokio::sync::Mutex::new(())),
-        })
+        let schema = migrate::run(&pool, &path).await;
+        Self::assemble(pool, path, schema).await
     }
 
     /// Opens an existing database for an operator's read command (SPEC §5, §9): never creates,
@@ -166,19 +155,28 @@ impl Store {
                 });
             }
         };
-        let schema = match migrate::current(&pool, &path).await {
-            Ok(schema) => schema,
+        let schema = migrate::current(&pool, &path).await;
+        Self::assemble(pool, path, schema).await
+    }
+
+    /// The store over an open pool, once its schema is settled; a schema error closes the pool.
+    async fn assemble(
+        pool: SqlitePool,
+        path: PathBuf,
+        schema: Result<SchemaStatus>,
+    ) -> Result<Self> {
+        match schema {
+            Ok(schema) => Ok(Self {
+                pool,
+                path: Arc::new(path),
+                schema: Arc::new(schema),
+                writer: Arc::new(tokio::sync::Mutex::new(())),
+            }),
             Err(e) => {
                 pool.close().await;
-                return Err(e);
+                Err(e)
             }
-        };
-        Ok(Self {
-            pool,
-            path: Arc::new(path),
-            schema: Arc::new(schema),
-            writer: Arc::new(tokio::sync::Mutex::new(())),
-        })
+        }
     }
 
     /// The database file.

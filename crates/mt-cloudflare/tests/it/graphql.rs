@@ -35,6 +35,25 @@ fn prefixes() -> Vec<IpNet> {
     .collect()
 }
 
+/// A window of `minutes` from `start`, data wanted up to twice that far.
+fn query<'a>(
+    start: chrono::DateTime<Utc>,
+    prefixes: &'a [IpNet],
+    systems: &'a [String],
+    minutes: i64,
+    limit: u32,
+) -> DroppedTrafficQuery<'a> {
+    DroppedTrafficQuery {
+        start,
+        end: start + chrono::Duration::minutes(minutes),
+        data_until: start + chrono::Duration::minutes(2 * minutes),
+        probe_start: start,
+        mitigation_systems: systems,
+        prefixes,
+        limit,
+    }
+}
+
 fn systems() -> Vec<String> {
     vec!["dosd".into(), "flowtrackd".into()]
 }
@@ -65,15 +84,7 @@ async fn drops_are_attributed_by_real_cidr_containment() {
         .await;
     let start = Utc.with_ymd_and_hms(2026, 1, 19, 0, 0, 0).unwrap();
     let (p, s) = (prefixes(), systems());
-    let q = DroppedTrafficQuery {
-        start,
-        end: start + chrono::Duration::minutes(5),
-        data_until: start + chrono::Duration::minutes(10),
-        probe_start: start,
-        mitigation_systems: &s,
-        prefixes: &p,
-        limit: 1000,
-    };
+    let q = query(start, &p, &s, 5, 1000);
     let t = cf.client.dropped_traffic(&q).await.unwrap();
 
     let get = |p: &str| t.per_prefix[&p.parse::<IpNet>().unwrap()].clone();
@@ -144,15 +155,7 @@ async fn rows_without_a_system_count_and_malformed_sums_are_not_zero() {
         .await;
     let start = Utc.with_ymd_and_hms(2026, 1, 19, 0, 0, 0).unwrap();
     let (p, s) = (prefixes(), systems());
-    let q = DroppedTrafficQuery {
-        start,
-        end: start + chrono::Duration::minutes(5),
-        data_until: start + chrono::Duration::minutes(10),
-        probe_start: start,
-        mitigation_systems: &s,
-        prefixes: &p,
-        limit: 1000,
-    };
+    let q = query(start, &p, &s, 5, 1000);
     let t = cf.client.dropped_traffic(&q).await.unwrap();
     let get = |p: &str| t.per_prefix[&p.parse::<IpNet>().unwrap()].clone();
     assert_eq!(get("203.0.113.0/24").packets, 115.0);
@@ -179,15 +182,7 @@ async fn a_result_at_the_row_limit_is_reported_truncated() {
         .await;
     let start = Utc.with_ymd_and_hms(2026, 1, 19, 0, 0, 0).unwrap();
     let (p, s) = (prefixes(), systems());
-    let q = DroppedTrafficQuery {
-        start,
-        end: start,
-        data_until: start,
-        probe_start: start,
-        mitigation_systems: &s,
-        prefixes: &p,
-        limit: 2,
-    };
+    let q = query(start, &p, &s, 0, 2);
     let t = cf.client.dropped_traffic(&q).await.unwrap();
     assert!(t.truncated);
     assert_eq!(t.latest_minute, None, "no data at all");
@@ -203,15 +198,7 @@ async fn a_200_carrying_errors_is_an_error_and_marks_the_budget_spent() {
         .await;
     let start = Utc.with_ymd_and_hms(2026, 1, 19, 0, 0, 0).unwrap();
     let (p, s) = (prefixes(), systems());
-    let q = DroppedTrafficQuery {
-        start,
-        end: start,
-        data_until: start,
-        probe_start: start,
-        mitigation_systems: &s,
-        prefixes: &p,
-        limit: 10,
-    };
+    let q = query(start, &p, &s, 0, 10);
     let err = cf.client.dropped_traffic(&q).await.unwrap_err();
     assert!(matches!(err, Error::GraphQl { .. }), "{err:?}");
     assert!(err.is_rate_limited());
@@ -262,15 +249,7 @@ async fn a_malformed_answer_is_an_error() {
         .await;
     let start = Utc.with_ymd_and_hms(2026, 1, 19, 0, 0, 0).unwrap();
     let (p, s) = (prefixes(), systems());
-    let q = DroppedTrafficQuery {
-        start,
-        end: start,
-        data_until: start,
-        probe_start: start,
-        mitigation_systems: &s,
-        prefixes: &p,
-        limit: 10,
-    };
+    let q = query(start, &p, &s, 0, 10);
     assert!(matches!(
         cf.client.dropped_traffic(&q).await.unwrap_err(),
         Error::Decode(_)
