@@ -269,6 +269,9 @@ async fn metrics_page(State(http): State<Http>) -> Response {
             http.engine.datasets.usable_gauge(),
         )],
     );
+    if let Ok(o) = http.engine.store.outbox_stats().await {
+        mt_notify::outbox_metrics(&mut page, &o);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         page.finish(),

@@ -10,13 +10,39 @@
 //!   rate-limiting delays messages but never loses them.
 
 pub mod markdown;
+pub mod outbox;
 mod queue;
 mod sender;
 pub mod templates;
 
-pub use queue::{Notifier, split_message};
+pub use queue::{Notifier, split_message, utf16_len};
 pub use sender::{LEASE_NAME, Sender, SenderError, SenderOptions};
 pub use templates::Message;
 
-/// Telegram's limit on one message, in characters.
+/// Telegram's limit on one message, in UTF-16 code units (see [`split_message`]).
 pub const MAX_MESSAGE_CHARS: usize = 4096;
+
+/// The outbox's series on a daemon's `/metrics` page (every daemon shows the same, read from
+/// the database, whichever daemon runs the sender).
+pub fn outbox_metrics(page: &mut mt_common::metrics::Exposition, o: &mt_store::OutboxStats) {
+    page.gauge(
+        "mt_notifications_queued",
+        "Telegram messages waiting.",
+        o.queued as f64,
+    )
+    .gauge(
+        "mt_notifications_failing",
+        "Waiting Telegram messages that failed at least once.",
+        o.failing as f64,
+    )
+    .counter(
+        "mt_notifications_failed_total",
+        "Telegram messages refused for good and marked failed (mtctl notifications lists them).",
+        u64::try_from(o.failed).unwrap_or(0),
+    )
+    .gauge(
+        "mt_notifications_paused_chats",
+        "Chats whose delivery is paused because Telegram refused the chat (bot kicked, chat not found, group migrated).",
+        o.paused_chats as f64,
+    );
+}

@@ -58,16 +58,22 @@ impl Notifier {
     }
 }
 
-/// Splits `text` into parts of at most `limit` characters, at line boundaries. A single line
-/// longer than `limit` is cut at a character boundary that does not separate an escape
+/// Splits `text` into parts of at most `limit` UTF-16 code units, at line boundaries. A single
+/// line longer than `limit` is cut at a character boundary that does not separate an escape
 /// backslash from the character it escapes.
+///
+/// Telegram's limit is "1-4096 characters after entities parsing" (Bot API, `sendMessage`),
+/// and it counts text in UTF-16 code units (its entity offsets are UTF-16; a character outside
+/// the Basic Multilingual Plane, such as most emoji, counts 2). Counting the UTF-16 units of
+/// the MarkdownV2 *source* is never less than what Telegram counts after parsing (markup and
+/// escapes only shrink the text), so every part is accepted whichever way it counts.
 pub fn split_message(text: &str, limit: usize) -> Vec<String> {
     let limit = limit.max(2);
     let mut parts = Vec::new();
     let mut current = String::new();
     let mut current_len = 0;
     for line in text.split_inclusive('\n') {
-        let len = line.chars().count();
+        let len = utf16_len(line);
         if current_len + len > limit && !current.is_empty() {
             parts.push(std::mem::take(&mut current));
             current_len = 0;
@@ -83,16 +89,16 @@ pub fn split_message(text: &str, limit: usize) -> Vec<String> {
         while let Some(c) = chars.next() {
             // Keep "\x" together.
             let pair = c == '\\' && chars.peek().is_some();
-            let need = if pair { 2 } else { 1 };
+            let need = c.len_utf16() + chars.peek().filter(|_| pair).map_or(0, |n| n.len_utf16());
             if chunk_len + need > limit {
                 parts.push(std::mem::take(&mut chunk));
                 chunk_len = 0;
             }
             chunk.push(c);
-            chunk_len += 1;
+            chunk_len += c.len_utf16();
             if pair && let Some(next) = chars.next() {
                 chunk.push(next);
-                chunk_len += 1;
+                chunk_len += next.len_utf16();
             }
         }
         current = chunk;
@@ -106,6 +112,11 @@ pub fn split_message(text: &str, limit: usize) -> Vec<String> {
         .map(|p| p.trim_end_matches('\n').to_owned())
         .filter(|p| !p.trim().is_empty())
         .collect()
+}
+
+/// Length as Telegram counts it: UTF-16 code units.
+pub fn utf16_len(text: &str) -> usize {
+    text.encode_utf16().count()
 }
 
 #[cfg(test)]
@@ -139,5 +150,40 @@ mod tests {
             assert!(p.starts_with("\\."), "{}", &p[..4]);
         }
         assert_eq!(parts.concat(), line);
+    }
+
+    #[test]
+    fn emoji_count_two_as_telegram_counts_them() {
+        // 3,000 emoji: 3,000 characters but 6,000 UTF-16 units, over Telegram's 4,096.
+        let text = "🚨".repeat(3000);
+        let parts = split_message(&text, 4096);
+        assert_eq!(
+            parts.len(),
+            2,
+            "{:?}",
+            parts.iter().map(|p| utf16_len(p)).collect::<Vec<_>>()
+        );
+        assert!(parts.iter().all(|p| utf16_len(p) <= 4096));
+        assert_eq!(parts.concat(), text);
+    }
+
+    proptest::proptest! {
+        /// Every part fits Telegram's limit as it counts, no escape is separated from what it
+        /// escapes, and the parts put back together are the text (line breaks at cuts aside).
+        #[test]
+        fn every_part_fits_and_nothing_is_lost(
+            lines in proptest::collection::vec("(\\\\[._*]|[a-z ]|🚨|é|\\n){0,60}", 0..40),
+            limit in 8usize..64,
+        ) {
+            let text = lines.join("\n");
+            let parts = split_message(&text, limit);
+            for p in &parts {
+                proptest::prop_assert!(utf16_len(p) <= limit, "{} > {limit}: {p:?}", utf16_len(p));
+                proptest::prop_assert!(!p.ends_with('\\') || p.ends_with("\\\\"), "escape cut: {p:?}");
+            }
+            // Only line breaks at cuts and whitespace-only parts are dropped.
+            let strip = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+            proptest::prop_assert_eq!(strip(&parts.concat()), strip(&text));
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The background sender: delivers queued messages to Telegram, one process at a time.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -12,11 +12,14 @@ use secrecy::ExposeSecret;
 use teloxide::payloads::SendMessageSetters;
 use teloxide::requests::Requester;
 use teloxide::types::{ChatId, ParseMode, Recipient};
-use teloxide::{ApiError, Bot, RequestError};
+use teloxide::{Bot, RequestError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::markdown::to_plain;
+use crate::outbox::{
+    Attempts, Next, Policy, Queued, Refusal, Settlement, classify, next_message, settle,
+};
 
 /// Name of the database lease that picks the one sender.
 pub const LEASE_NAME: &str = "telegram-sender";
@@ -41,10 +44,30 @@ pub struct SenderOptions {
     pub request_timeout: Duration,
     /// First retry delay after a network error or 5xx; doubles per attempt.
     pub backoff_base: Duration,
-    /// Longest retry delay (a message is never given up).
+    /// Longest retry delay.
     pub backoff_cap: Duration,
     /// Longest `retry_after` honoured as given (protects against absurd values).
     pub retry_after_cap: Duration,
+    /// Permanent refusals of one message (a 400 about it) before it is marked failed.
+    pub max_refusals: u32,
+    /// First pause of a chat Telegram refused (bot kicked, chat not found, migrated group);
+    /// doubles per consecutive refusal.
+    pub chat_pause_base: Duration,
+    /// Longest pause of a refused chat.
+    pub chat_pause_cap: Duration,
+}
+
+impl SenderOptions {
+    fn policy(&self) -> Policy {
+        Policy {
+            backoff_base: self.backoff_base,
+            backoff_cap: self.backoff_cap,
+            retry_after_cap: self.retry_after_cap,
+            max_refusals: self.max_refusals.max(1),
+            chat_pause_base: self.chat_pause_base,
+            chat_pause_cap: self.chat_pause_cap,
+        }
+    }
 }
 
 impl Default for SenderOptions {
@@ -58,6 +81,9 @@ impl Default for SenderOptions {
             backoff_base: Duration::from_secs(2),
             backoff_cap: Duration::from_secs(300),
             retry_after_cap: Duration::from_secs(3600),
+            max_refusals: 3,
+            chat_pause_base: Duration::from_secs(60),
+            chat_pause_cap: Duration::from_secs(900),
         }
     }
 }
@@ -87,6 +113,17 @@ pub struct Sender {
     pacer: Pacer,
     /// Until when our lease is known to hold (by the injected clock); `None`: not held.
     lease_until: Option<DateTime<Utc>>,
+    /// A message Telegram accepted whose delivery the database has not recorded yet: nothing
+    /// new is sent until it is (SPEC §10), so a failing write never repeats a message.
+    unrecorded: Option<Unrecorded>,
+}
+
+/// A delivery kept in memory until the database records it.
+#[derive(Debug, Clone)]
+struct Unrecorded {
+    id: i64,
+    chat_id: String,
+    at: DateTime<Utc>,
 }
 
 /// Telegram's per-chat pacing: at least `min_interval` between messages, and at most
@@ -188,6 +225,7 @@ impl Sender {
             options,
             pacer,
             lease_until: None,
+            unrecorded: None,
         })
     }
 
@@ -222,20 +260,43 @@ impl Sender {
     }
 
     async fn turn(&mut self) -> mt_store::Result<Turn> {
+        if let Some(u) = &self.unrecorded {
+            self.store.record_delivery(u.id, &u.chat_id, u.at).await?;
+            tracing::info!(id = u.id, "delivery recorded after the database recovered");
+            self.unrecorded = None;
+        }
         let now = self.clock.now();
         if !self.lease(now, false).await? {
             return Ok(Turn::Idle);
         }
-        let Some(message) = self.store.next_notification().await? else {
-            return Ok(Turn::Idle);
-        };
-        if let Some(due) = from_db(&message.next_attempt_at)
-            && due > now
-        {
-            return Ok(Turn::Wait((due - now).to_std().unwrap_or_default()));
-        }
-        let Some(bot) = self.bot.clone().filter(|_| !message.chat_id.is_empty()) else {
+        let heads = self.store.queue_heads().await?;
+        if self.bot.is_none() || heads.iter().any(|h| h.chat_id.is_empty()) {
             return self.log_only().await;
+        }
+        let pauses = self.store.chat_pauses().await?;
+        let paused: BTreeMap<String, DateTime<Utc>> = pauses
+            .iter()
+            .filter_map(|p| Some((p.chat_id.clone(), from_db(&p.paused_until)?)))
+            .collect();
+        let queue: Vec<Queued> = heads
+            .into_iter()
+            .map(|h| Queued {
+                due: from_db(&h.next_attempt_at).unwrap_or(now),
+                id: h.id,
+                chat_id: h.chat_id,
+                priority: h.priority,
+            })
+            .collect();
+        let id = match next_message(&queue, &paused, now) {
+            Next::Idle => return Ok(Turn::Idle),
+            Next::WaitUntil(t) => return Ok(Turn::Wait((t - now).to_std().unwrap_or_default())),
+            Next::Send(id) => id,
+        };
+        let Some(message) = self.store.queued_notification(id).await? else {
+            return Ok(Turn::Again);
+        };
+        let Some(bot) = self.bot.clone() else {
+            return Ok(Turn::Again);
         };
         self.pace(&message.chat_id).await;
         // The lease must outlast the send: renew first unless it surely does.
@@ -243,26 +304,56 @@ impl Sender {
             return Ok(Turn::Idle);
         }
         let result = match send(&bot, &message, false).await {
-            Err(e) if is_parse_error(&e) => {
+            Err(e) if classify(&e) == Refusal::Markup => {
                 tracing::warn!(id = message.id, kind = %message.kind, error = %e, "telegram refused the markup; resending as plain text");
                 send(&bot, &message, true).await
             }
             other => other,
         };
+        let chat_failures = pauses
+            .iter()
+            .find(|p| p.chat_id == message.chat_id)
+            .map_or(0, |p| p.failures);
+        let before = Attempts {
+            attempts: count(message.attempts),
+            refusals: count(message.refusals),
+            chat_failures: count(chat_failures),
+        };
+        let refusal = result.as_ref().err().map(classify);
+        let error = result.as_ref().err().map(describe).unwrap_or_default();
         let now = self.clock.now();
-        match result {
-            Ok(()) => {
+        match settle(refusal.as_ref(), before, &self.options.policy(), now) {
+            Settlement::Delivered => {
                 tracing::info!(id = message.id, kind = %message.kind, "notification delivered");
+                if let Err(e) = self
+                    .store
+                    .record_delivery(message.id, &message.chat_id, now)
+                    .await
+                {
+                    tracing::error!(id = message.id, error = %e, "telegram accepted the message but the database cannot record it; nothing new is sent until it does");
+                    self.unrecorded = Some(Unrecorded {
+                        id: message.id,
+                        chat_id: message.chat_id.clone(),
+                        at: now,
+                    });
+                    return Err(e);
+                }
+            }
+            Settlement::Retry { at, refused } => {
+                tracing::warn!(id = message.id, kind = %message.kind, attempts = message.attempts + 1, refused, retry_in_secs = (at - now).num_seconds(), error = %error, "notification not delivered; kept queued");
                 self.store
-                    .mark_notification_delivered(message.id, now, false)
+                    .reschedule_notification(message.id, at, &error, refused)
                     .await?;
             }
-            Err(e) => {
-                let delay = self.retry_delay(&e, &message);
-                let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-                tracing::warn!(id = message.id, kind = %message.kind, attempts = message.attempts + 1, retry_in_secs = delay.as_secs(), error = %describe(&e), "notification not delivered; kept queued");
+            Settlement::Failed => {
+                tracing::error!(id = message.id, kind = %message.kind, refusals = message.refusals + 1, error = %error, "telegram refused the message for good; marked failed (see mtctl notifications)");
+                self.store.fail_notification(message.id, &error).await?;
+            }
+            Settlement::PauseChat { until, migrate_to } => {
+                let new_chat = migrate_to.map(|id| id.to_string());
+                tracing::error!(chat_id = %message.chat_id, new_chat_id = new_chat.as_deref().unwrap_or("-"), paused_secs = (until - now).num_seconds(), error = %error, "telegram refused the chat; its delivery is paused and its queue kept");
                 self.store
-                    .reschedule_notification(message.id, next, &describe(&e))
+                    .pause_chat(&message.chat_id, &error, until, migrate_to, now)
                     .await?;
             }
         }
@@ -324,17 +415,11 @@ impl Sender {
             tokio::time::sleep(wait).await;
         }
     }
+}
 
-    fn retry_delay(&self, e: &RequestError, message: &QueuedNotification) -> Duration {
-        if let RequestError::RetryAfter(s) = e {
-            return s.duration().min(self.options.retry_after_cap);
-        }
-        let exp = u32::try_from(message.attempts.clamp(0, 16)).unwrap_or(16);
-        self.options
-            .backoff_base
-            .saturating_mul(2u32.saturating_pow(exp))
-            .min(self.options.backoff_cap)
-    }
+/// A count from the database as `u32` (negative or huge values clamp).
+fn count(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
 }
 
 async fn send(bot: &Bot, message: &QueuedNotification, plain: bool) -> Result<(), RequestError> {
@@ -367,10 +452,6 @@ async fn send(bot: &Bot, message: &QueuedNotification, plain: bool) -> Result<()
 fn answered_ok(raw: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(raw)
         .is_ok_and(|v| v.get("ok") == Some(&serde_json::Value::Bool(true)))
-}
-
-fn is_parse_error(e: &RequestError) -> bool {
-    matches!(e, RequestError::Api(ApiError::CantParseEntities(_)))
 }
 
 /// A one-line description of a delivery failure (never includes the bot token: teloxide
@@ -436,14 +517,5 @@ mod tests {
             Duration::ZERO,
             "the first left the window"
         );
-    }
-
-    #[test]
-    fn parse_errors_are_recognised() {
-        let e = RequestError::Api(ApiError::CantParseEntities(
-            "Bad Request: can't parse entities: Character '.' is reserved".into(),
-        ));
-        assert!(is_parse_error(&e));
-        assert!(!is_parse_error(&RequestError::Api(ApiError::ChatNotFound)));
     }
 }

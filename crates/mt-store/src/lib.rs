@@ -38,7 +38,9 @@ pub use error::{Error, Result};
 pub use gaps::TelemetryGap;
 pub use holds::Hold;
 pub use migrate::{SchemaStatus, embedded_schema_version};
-pub use outbox::{NewNotification, NotificationRecord, OutboxStats, QueuedNotification};
+pub use outbox::{
+    ChatPause, NewNotification, NotificationRecord, OutboxStats, QueueHead, QueuedNotification,
+};
 pub use reports::{DestinationTotal, Dimension, SeriesPoint, TopRow};
 pub use retention::Prunable;
 pub use stats::Stats;

@@ -45,8 +45,40 @@ pub struct QueuedNotification {
     pub next_attempt_at: String,
     /// Failed attempts so far.
     pub attempts: i64,
+    /// Of those, how many Telegram refused for good (the message is failed at a bound).
+    pub refusals: i64,
     /// Why the last attempt failed.
     pub last_error: Option<String>,
+}
+
+/// What choosing the next message needs of a queued one.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct QueueHead {
+    /// Row id.
+    pub id: i64,
+    /// Destination chat.
+    pub chat_id: String,
+    /// Priority (lower first).
+    pub priority: i64,
+    /// Not to be attempted before this time.
+    pub next_attempt_at: String,
+}
+
+/// A chat Telegram refused (SPEC §10): its delivery is paused, its queue kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ChatPause {
+    /// The chat.
+    pub chat_id: String,
+    /// Telegram's answer.
+    pub reason: String,
+    /// Consecutive refusals.
+    pub failures: i64,
+    /// First refusal of this run.
+    pub paused_since: String,
+    /// Next attempt to this chat.
+    pub paused_until: String,
+    /// The supergroup's id, when the group was migrated.
+    pub migrate_to_chat_id: Option<String>,
 }
 
 /// A message with its delivery state, for the dashboard.
@@ -56,7 +88,7 @@ pub struct NotificationRecord {
     pub id: i64,
     /// Template kind.
     pub kind: String,
-    /// `queued`, `sent` or `logged`.
+    /// `queued`, `sent`, `logged` or `failed`.
     pub status: String,
     /// The text as sent (MarkdownV2 or plain).
     pub text: String,
@@ -85,6 +117,10 @@ pub struct OutboxStats {
     pub sent: i64,
     /// Written to the log only (Telegram disabled).
     pub logged: i64,
+    /// Refused by Telegram for good (never delivered).
+    pub failed: i64,
+    /// Chats whose delivery is paused by a chat-level refusal.
+    pub paused_chats: i64,
 }
 
 impl WriteTx {
@@ -109,18 +145,36 @@ impl WriteTx {
 }
 
 impl Store {
-    /// The message to deliver next: the lowest priority, then the oldest. It is returned even
-    /// when its `next_attempt_at` is still ahead (the sender waits for it rather than sending a
-    /// later one first, which keeps per-chat order).
-    pub async fn next_notification(&self) -> Result<Option<QueuedNotification>> {
+    /// The first (priority, id) queued message of each chat: what the sender chooses from.
+    pub async fn queue_heads(&self) -> Result<Vec<QueueHead>> {
+        let rows = sqlx::query_as(
+            "SELECT id, chat_id, priority, next_attempt_at FROM ( \
+               SELECT id, chat_id, priority, next_attempt_at, \
+                 ROW_NUMBER() OVER (PARTITION BY chat_id ORDER BY priority, id) AS place \
+               FROM notification_outbox WHERE status = 'queued') \
+             WHERE place = 1 ORDER BY priority, id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows)
+    }
+
+    /// A queued message by id (`None` once it left the queue).
+    pub async fn queued_notification(&self, id: i64) -> Result<Option<QueuedNotification>> {
         let row = sqlx::query_as(
             "SELECT id, chat_id, kind, priority, text, parse_mode, created_at, next_attempt_at, \
-             attempts, last_error FROM notification_outbox WHERE status = 'queued' \
-             ORDER BY priority, id LIMIT 1",
+             attempts, refusals, last_error FROM notification_outbox \
+             WHERE id = ?1 AND status = 'queued'",
         )
+        .bind(id)
         .fetch_optional(self.pool())
         .await?;
         Ok(row)
+    }
+
+    /// The first queued message in global delivery order (for tests and status pages).
+    pub async fn next_notification(&self) -> Result<Option<QueuedNotification>> {
+        Ok(self.queued_notifications(1).await?.into_iter().next())
     }
 
     /// Marks a message delivered (`logged` instead of `sent` when Telegram is disabled).
@@ -161,43 +215,134 @@ impl Store {
         tx.commit().await
     }
 
-    /// Records a failed attempt and when to try again. The message stays queued.
+    /// Records a failed attempt and when to try again. The message stays queued; `refused`
+    /// counts a permanent refusal.
     pub async fn reschedule_notification(
         &self,
         id: i64,
         next_attempt_at: DateTime<Utc>,
         error: &str,
+        refused: bool,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE notification_outbox SET attempts = attempts + 1, last_error = ?2, \
-             next_attempt_at = ?3 WHERE id = ?1",
+            "UPDATE notification_outbox SET attempts = attempts + 1, \
+             refusals = refusals + ?4, last_error = ?2, next_attempt_at = ?3 \
+             WHERE id = ?1 AND status = 'queued'",
         )
         .bind(id)
         .bind(error)
         .bind(to_db(next_attempt_at))
+        .bind(i64::from(refused))
         .execute(self.pool())
         .await?;
         Ok(())
     }
 
+    /// Marks a message Telegram refused for good as `failed` (it leaves the queue).
+    pub async fn fail_notification(&self, id: i64, error: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE notification_outbox SET status = 'failed', attempts = attempts + 1, \
+             refusals = refusals + 1, last_error = ?2 WHERE id = ?1 AND status = 'queued'",
+        )
+        .bind(id)
+        .bind(error)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Pauses delivery to `chat_id` until `until` after a chat-level refusal (one more
+    /// consecutive failure).
+    pub async fn pause_chat(
+        &self,
+        chat_id: &str,
+        reason: &str,
+        until: DateTime<Utc>,
+        migrate_to: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO notification_chat_pauses (chat_id, reason, failures, paused_since, \
+             paused_until, migrate_to_chat_id) VALUES (?1, ?2, 1, ?3, ?4, ?5) \
+             ON CONFLICT(chat_id) DO UPDATE SET reason = excluded.reason, \
+             failures = failures + 1, paused_until = excluded.paused_until, \
+             migrate_to_chat_id = excluded.migrate_to_chat_id",
+        )
+        .bind(chat_id)
+        .bind(reason)
+        .bind(to_db(now))
+        .bind(to_db(until))
+        .bind(migrate_to.map(|id| id.to_string()))
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Every paused chat.
+    pub async fn chat_pauses(&self) -> Result<Vec<ChatPause>> {
+        let rows = sqlx::query_as(
+            "SELECT chat_id, reason, failures, paused_since, paused_until, migrate_to_chat_id \
+             FROM notification_chat_pauses ORDER BY chat_id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows)
+    }
+
+    /// Marks a message delivered and lifts its chat's pause, in one transaction.
+    pub async fn record_delivery(&self, id: i64, chat_id: &str, at: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE notification_outbox SET status = 'sent', sent_at = ?2 \
+             WHERE id = ?1 AND status = 'queued'",
+        )
+        .bind(id)
+        .bind(to_db(at))
+        .execute(tx.conn())
+        .await?;
+        sqlx::query("DELETE FROM notification_chat_pauses WHERE chat_id = ?1")
+            .bind(chat_id)
+            .execute(tx.conn())
+            .await?;
+        tx.commit().await
+    }
+
+    /// Messages Telegram refused for good, newest first (for `mtctl notifications`).
+    pub async fn failed_notifications(&self, limit: u32) -> Result<Vec<QueuedNotification>> {
+        let rows = sqlx::query_as(
+            "SELECT id, chat_id, kind, priority, text, parse_mode, created_at, next_attempt_at, \
+             attempts, refusals, last_error FROM notification_outbox WHERE status = 'failed' \
+             ORDER BY id DESC LIMIT ?1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows)
+    }
+
     /// Outbox depth and delivery counts.
     pub async fn outbox_stats(&self) -> Result<OutboxStats> {
-        let (queued, failing, oldest_queued_at, sent, logged) = sqlx::query_as(
-            "SELECT \
+        let (queued, failing, oldest_queued_at, sent, logged, failed, paused_chats) =
+            sqlx::query_as(
+                "SELECT \
              (SELECT COUNT(*) FROM notification_outbox WHERE status = 'queued'), \
              (SELECT COUNT(*) FROM notification_outbox WHERE status = 'queued' AND attempts > 0), \
              (SELECT MIN(created_at) FROM notification_outbox WHERE status = 'queued'), \
              (SELECT COUNT(*) FROM notification_outbox WHERE status = 'sent'), \
-             (SELECT COUNT(*) FROM notification_outbox WHERE status = 'logged')",
-        )
-        .fetch_one(self.pool())
-        .await?;
+             (SELECT COUNT(*) FROM notification_outbox WHERE status = 'logged'), \
+             (SELECT COUNT(*) FROM notification_outbox WHERE status = 'failed'), \
+             (SELECT COUNT(*) FROM notification_chat_pauses)",
+            )
+            .fetch_one(self.pool())
+            .await?;
         Ok(OutboxStats {
             queued,
             failing,
             oldest_queued_at,
             sent,
             logged,
+            failed,
+            paused_chats,
         })
     }
 
@@ -205,7 +350,7 @@ impl Store {
     pub async fn queued_notifications(&self, limit: u32) -> Result<Vec<QueuedNotification>> {
         let rows = sqlx::query_as(
             "SELECT id, chat_id, kind, priority, text, parse_mode, created_at, next_attempt_at, \
-             attempts, last_error FROM notification_outbox WHERE status = 'queued' \
+             attempts, refusals, last_error FROM notification_outbox WHERE status = 'queued' \
              ORDER BY priority, id LIMIT ?1",
         )
         .bind(limit)
@@ -230,7 +375,7 @@ impl Store {
     pub async fn notifications(&self, limit: u32) -> Result<Vec<QueuedNotification>> {
         let rows = sqlx::query_as(
             "SELECT id, chat_id, kind, priority, text, parse_mode, created_at, next_attempt_at, \
-             attempts, last_error FROM notification_outbox ORDER BY id LIMIT ?1",
+             attempts, refusals, last_error FROM notification_outbox ORDER BY id LIMIT ?1",
         )
         .bind(limit)
         .fetch_all(self.pool())

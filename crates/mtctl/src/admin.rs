@@ -58,38 +58,69 @@ pub fn migrate(store: &Store) -> anyhow::Result<()> {
 pub async fn notifications(store: &Store, limit: u32, as_json: bool) -> anyhow::Result<()> {
     let stats = store.outbox_stats().await?;
     let queued = store.queued_notifications(limit).await?;
+    let failed = store.failed_notifications(limit).await?;
+    let paused = store.chat_pauses().await?;
     if as_json {
-        return json(&serde_json::json!({ "stats": stats, "queued": queued }));
+        return json(&serde_json::json!({
+            "stats": stats, "queued": queued, "failed": failed, "paused_chats": paused,
+        }));
     }
     println!("{}", rule('=', 78));
     println!("TELEGRAM OUTBOX");
     println!("{}", rule('=', 78));
     println!(
-        "Queued: {} | Failing: {} | Oldest queued: {} | Sent: {} | Logged only: {}",
+        "Queued: {} | Failing: {} | Oldest queued: {} | Sent: {} | Logged only: {} | Failed: {}",
         stats.queued,
         stats.failing,
         stats.oldest_queued_at.as_deref().unwrap_or("-"),
         stats.sent,
-        stats.logged
+        stats.logged,
+        stats.failed
     );
-    if !queued.is_empty() {
+    for p in &paused {
         println!();
         println!(
+            "⏸  chat {} paused until {} UTC ({} refusals since {}): {}",
+            p.chat_id, p.paused_until, p.failures, p.paused_since, p.reason
+        );
+        if let Some(new) = &p.migrate_to_chat_id {
+            println!(
+                "   the group became a supergroup: set telegram.chat_id = \"{new}\" and restart"
+            );
+        }
+    }
+    let table = |title: &str, rows: &[mt_store::QueuedNotification], when: &str| {
+        if rows.is_empty() {
+            return;
+        }
+        println!();
+        println!("{title}");
+        println!(
             "{:<8} {:<20} {:<20} {:>8}  Last error",
-            "Id", "Kind", "Next attempt", "Attempts"
+            "Id", "Kind", when, "Attempts"
         );
         println!("{}", rule('-', 78));
-        for m in &queued {
+        for m in rows {
             println!(
                 "{:<8} {:<20} {:<20} {:>8}  {}",
                 m.id,
                 m.kind,
-                m.next_attempt_at,
+                if when == "Queued at" {
+                    &m.created_at
+                } else {
+                    &m.next_attempt_at
+                },
                 m.attempts,
                 m.last_error.as_deref().unwrap_or("-")
             );
         }
-    }
+    };
+    table("Queued (delivery order):", &queued, "Next attempt");
+    table(
+        "Failed (refused by Telegram for good, newest first):",
+        &failed,
+        "Queued at",
+    );
     println!("{}", rule('=', 78));
     Ok(())
 }

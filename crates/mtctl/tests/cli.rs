@@ -219,9 +219,26 @@ fn notifications_shows_waiting_messages_with_their_last_error() {
         let ids = notifier.queue(&mut tx, &message, now).await.expect("queue");
         tx.commit().await.expect("commit");
         store
-            .reschedule_notification(ids[0], now, "429 flood control: retry after 17s")
+            .reschedule_notification(ids[0], now, "429 flood control: retry after 17s", false)
             .await
             .expect("reschedule");
+        let mut tx = store.begin().await.expect("tx");
+        let refused = notifier.queue(&mut tx, &message, now).await.expect("queue");
+        tx.commit().await.expect("commit");
+        store
+            .fail_notification(refused[0], "Bad Request: message is too long")
+            .await
+            .expect("fail");
+        store
+            .pause_chat(
+                "-1001",
+                "chat migrated to a supergroup",
+                now,
+                Some(-1_009_876),
+                now,
+            )
+            .await
+            .expect("pause");
         store.close().await;
     });
 
@@ -233,11 +250,25 @@ fn notifications_shows_waiting_messages_with_their_last_error() {
         stdout.contains("generic_alert") && stdout.contains("retry after 17s"),
         "{stdout}"
     );
+    assert!(stdout.contains("Failed: 1"), "{stdout}");
+    assert!(
+        stdout.contains("message is too long"),
+        "a failed message is listed with its error: {stdout}"
+    );
+    assert!(
+        stdout.contains("chat -1001 paused") && stdout.contains("telegram.chat_id = \"-1009876\""),
+        "{stdout}"
+    );
 
     let out = mtctl(&config_path, &["notifications", "--json"], &[]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(json["stats"]["queued"], 1);
     assert_eq!(json["queued"][0]["attempts"], 1);
+    assert_eq!(
+        json["failed"][0]["last_error"],
+        "Bad Request: message is too long"
+    );
+    assert_eq!(json["paused_chats"][0]["migrate_to_chat_id"], "-1009876");
     assert_eq!(json["queued"][0]["kind"], "generic_alert");
 }
 

@@ -262,11 +262,7 @@ async fn metrics(State(http): State<Http>) -> Response {
         if stale { 1.0 } else { 0.0 },
     );
     if let Ok(o) = http.poller.store.outbox_stats().await {
-        page.gauge(
-            "mt_notifications_queued",
-            "Telegram messages waiting.",
-            o.queued as f64,
-        );
+        mt_notify::outbox_metrics(&mut page, &o);
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

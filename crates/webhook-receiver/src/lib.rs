@@ -350,18 +350,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         &m.latency,
     );
     match state.store.outbox_stats().await {
-        Ok(o) => {
-            page.gauge(
-                "mt_notifications_queued",
-                "Telegram messages waiting.",
-                o.queued as f64,
-            )
-            .gauge(
-                "mt_notifications_failing",
-                "Waiting Telegram messages that failed at least once.",
-                o.failing as f64,
-            );
-        }
+        Ok(o) => mt_notify::outbox_metrics(&mut page, &o),
         Err(e) => tracing::warn!(error = %e, "outbox stats unavailable"),
     }
     (

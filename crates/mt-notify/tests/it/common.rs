@@ -29,11 +29,35 @@ pub enum Reply {
     OkUnparseable,
 }
 
+/// What the fake refuses for good, as the real Bot API answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refuse {
+    /// 400 "message is too long" for texts containing this marker.
+    TooLong(String),
+    /// 403 "bot was kicked from the supergroup chat" for this chat.
+    Kicked(String),
+    /// 400 "chat not found" for this chat.
+    ChatNotFound(String),
+    /// 400 "group chat was upgraded to a supergroup chat" with `migrate_to_chat_id`.
+    Migrated(String, i64),
+}
+
 #[derive(Default)]
 struct State {
     script: VecDeque<Reply>,
     delivered: Vec<Value>,
     requests: usize,
+    refuse: Vec<Refuse>,
+    /// After the next success: tell the test, then wait for its go-ahead before answering.
+    hold_after_accept: Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>,
+}
+
+fn telegram_error(code: u16, description: &str, parameters: Option<Value>) -> ResponseTemplate {
+    let mut body = json!({"ok": false, "error_code": code, "description": description});
+    if let Some(p) = parameters {
+        body["parameters"] = p;
+    }
+    ResponseTemplate::new(code).set_body_json(body)
 }
 
 /// The fake Telegram Bot API: answers `sendMessage` from a script, then successfully.
@@ -62,6 +86,36 @@ impl Respond for Responder {
                 "description": "Bad Request: can't parse entities: Character '.' is reserved and must be escaped with the preceding '\\'"
             }));
         }
+        let chat = match &body["chat_id"] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let text = body["text"].as_str().unwrap_or_default();
+        for refusal in &state.refuse {
+            match refusal {
+                Refuse::TooLong(marker) if text.contains(marker.as_str()) => {
+                    return telegram_error(400, "Bad Request: message is too long", None);
+                }
+                Refuse::Kicked(c) if *c == chat => {
+                    return telegram_error(
+                        403,
+                        "Forbidden: bot was kicked from the supergroup chat",
+                        None,
+                    );
+                }
+                Refuse::ChatNotFound(c) if *c == chat => {
+                    return telegram_error(400, "Bad Request: chat not found", None);
+                }
+                Refuse::Migrated(c, to) if *c == chat => {
+                    return telegram_error(
+                        400,
+                        "Bad Request: group chat was upgraded to a supergroup chat",
+                        Some(json!({"migrate_to_chat_id": to})),
+                    );
+                }
+                _ => {}
+            }
+        }
         match state.script.pop_front() {
             Some(Reply::RetryAfter(n)) => ResponseTemplate::new(429).set_body_json(json!({
                 "ok": false, "error_code": 429,
@@ -77,6 +131,12 @@ impl Respond for Responder {
             None => {
                 let text = body.get("text").cloned().unwrap_or(Value::Null);
                 state.delivered.push(body);
+                if let Some((accepted, go)) = state.hold_after_accept.take() {
+                    drop(state);
+                    let _ = accepted.send(());
+                    let _ = go.recv_timeout(Duration::from_secs(20));
+                    state = fake.state.lock().unwrap();
+                }
                 ResponseTemplate::new(200).set_body_json(json!({
                     "ok": true,
                     "result": {
@@ -113,6 +173,27 @@ impl FakeTelegram {
 
     pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
         self.state.lock().unwrap().script.extend(replies);
+    }
+
+    /// Refuses for good, from now on, what `refusal` names.
+    pub fn refuse(&self, refusal: Refuse) {
+        self.state.lock().unwrap().refuse.push(refusal);
+    }
+
+    /// Stops refusing.
+    pub fn accept_all(&self) {
+        self.state.lock().unwrap().refuse.clear();
+    }
+
+    /// After the next accepted message (already counted as delivered), the fake signals on the
+    /// returned receiver and answers only when the returned sender is used (or after 20 s).
+    pub fn hold_after_next_accept(
+        &self,
+    ) -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
+        let (accepted_tx, accepted_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel();
+        self.state.lock().unwrap().hold_after_accept = Some((accepted_tx, go_rx));
+        (accepted_rx, go_tx)
     }
 
     pub fn set_outage(&self, on: bool) {
@@ -165,6 +246,9 @@ pub fn fast_options() -> SenderOptions {
         backoff_base: Duration::from_secs(2),
         backoff_cap: Duration::from_secs(300),
         retry_after_cap: Duration::from_secs(3600),
+        max_refusals: 3,
+        chat_pause_base: Duration::from_secs(60),
+        chat_pause_cap: Duration::from_secs(900),
     }
 }
 
@@ -214,9 +298,20 @@ impl Harness {
 
     /// Queues messages `range` in one transaction each, as event handlers do.
     pub async fn enqueue(&self, range: std::ops::Range<usize>) {
+        self.enqueue_to(&self.notifier, range).await;
+    }
+
+    /// Queues messages `range` for another chat (as a daemon configured for it would).
+    pub async fn enqueue_for_chat(&self, chat: &str, range: std::ops::Range<usize>) {
+        let mut telegram = self.config.telegram.clone();
+        telegram.chat_id = chat.to_owned();
+        self.enqueue_to(&Notifier::new(&telegram), range).await;
+    }
+
+    async fn enqueue_to(&self, notifier: &Notifier, range: std::ops::Range<usize>) {
         for n in range {
             let mut tx = self.store.begin().await.unwrap();
-            self.notifier
+            notifier
                 .queue(&mut tx, &Self::message(n), self.clock.now_utc())
                 .await
                 .unwrap();

@@ -4,5 +4,6 @@
 
 mod common;
 mod delivery;
+mod faults;
 mod markdown_v2;
 mod templates;
