@@ -7,13 +7,71 @@ use sha2::{Digest, Sha256};
 
 use crate::{Result, Store, WriteTx};
 
-/// How a webhook is recognised as already stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a webhook is recognised as already stored (SPEC §6). The rule itself is
+/// [`duplicate_of`]; `insert_webhook_event` performs it in SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WebhookDedup {
     /// By `(alert_id, event_state)`, the seed's unique constraint.
     AlertAndState,
-    /// By the exact body: for webhooks whose alert id or event state is absent (SPEC §6).
+    /// A tunnel or health-check event, whose `alert_id` is `<object id>@<ts>`: by
+    /// `(alert_id, event_state)`, and also a duplicate of a row the original suite stored under
+    /// the bare object id with the same event state and an identical payload (a re-import of
+    /// its archive).
+    ObjectEvent {
+        /// The tunnel or health-check id without `@…`.
+        bare_id: String,
+    },
+    /// By the exact body: for webhooks whose alert id (`alert_id` is then the `webhook-<time>`
+    /// fallback) or event state is absent. Two different bodies never collide: a fallback id
+    /// already taken by another body gets the body's hash appended.
     Body,
+}
+
+/// What the duplicate rule reads of a stored row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredIdentity<'a> {
+    /// Row id.
+    pub id: i64,
+    /// Its `alert_id`.
+    pub alert_id: Option<&'a str>,
+    /// Its `event_state`.
+    pub event_state: Option<&'a str>,
+    /// Its raw body.
+    pub payload: &'a str,
+}
+
+/// The duplicate rule of SPEC §6, as a pure function: the stored row `new` duplicates, if
+/// any (the first in `stored` order).
+pub fn duplicate_of<'a>(
+    new: &NewWebhookEvent,
+    stored: impl IntoIterator<Item = StoredIdentity<'a>>,
+) -> Option<i64> {
+    let same_key = |s: &StoredIdentity<'_>, id: &str| {
+        s.alert_id == Some(id)
+            && s.event_state.is_some()
+            && s.event_state == new.event_state.as_deref()
+    };
+    stored.into_iter().find_map(|s| {
+        let hit = match &new.dedup {
+            WebhookDedup::Body => s.payload == new.payload,
+            WebhookDedup::AlertAndState => {
+                new.alert_id.as_deref().is_some_and(|id| same_key(&s, id))
+            }
+            WebhookDedup::ObjectEvent { bare_id } => {
+                new.alert_id.as_deref().is_some_and(|id| same_key(&s, id))
+                    || (s.alert_id == Some(bare_id.as_str())
+                        && s.event_state == new.event_state.as_deref()
+                        && s.payload == new.payload)
+            }
+        };
+        hit.then_some(s.id)
+    })
+}
+
+/// The `alert_id` a [`WebhookDedup::Body`] webhook is stored under when its own is taken by a
+/// different body (the `webhook-<time>` fallback of two bodies of the same second).
+pub fn disambiguated_alert_id(alert_id: &str, payload: &str) -> String {
+    format!("{alert_id}-{}", &payload_sha256(payload)[..12])
 }
 
 /// A new `webhook_events` row.
@@ -133,47 +191,48 @@ impl WriteTx {
     /// nothing, so the caller must skip every side effect too.
     pub async fn insert_webhook_event(&mut self, w: &NewWebhookEvent) -> Result<WebhookInsert> {
         let sha = payload_sha256(&w.payload);
-        if w.dedup == WebhookDedup::Body {
-            let existing: Option<i64> = sqlx::query_scalar(
-                "SELECT id FROM webhook_events WHERE payload_sha256 = ?1 \
-                 UNION ALL \
-                 SELECT id FROM webhook_events WHERE payload_sha256 IS NULL \
-                   AND (alert_id IS NULL OR event_state IS NULL) AND payload = ?2 \
-                 LIMIT 1",
-            )
-            .bind(&sha)
-            .bind(&w.payload)
-            .fetch_optional(self.conn())
-            .await?;
-            if let Some(id) = existing {
-                return Ok(WebhookInsert::Duplicate(id));
+        let found: Option<i64> = match &w.dedup {
+            // Rows we stored carry the hash (indexed); legacy rows are compared by text.
+            WebhookDedup::Body => {
+                sqlx::query_scalar(
+                    "SELECT id FROM webhook_events WHERE payload_sha256 = ?1 AND payload = ?2 \
+                     UNION ALL \
+                     SELECT id FROM webhook_events WHERE payload_sha256 IS NULL AND payload = ?2 \
+                     LIMIT 1",
+                )
+                .bind(&sha)
+                .bind(&w.payload)
+                .fetch_optional(self.conn())
+                .await?
             }
+            WebhookDedup::ObjectEvent { bare_id } => {
+                sqlx::query_scalar(
+                    "SELECT id FROM webhook_events WHERE alert_id = ?1 AND event_state IS ?2 \
+                     AND payload = ?3 LIMIT 1",
+                )
+                .bind(bare_id)
+                .bind(&w.event_state)
+                .bind(&w.payload)
+                .fetch_optional(self.conn())
+                .await?
+            }
+            WebhookDedup::AlertAndState => None,
+        };
+        if let Some(id) = found {
+            return Ok(WebhookInsert::Duplicate(id));
         }
-        // No conflict target: any uniqueness constraint (the seed's (alert_id, event_state))
-        // turns the insert into a no-op.
-        let inserted: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO webhook_events (received_at, alert_type, event_state, alert_id, policy_id, \
-             policy_name, target_ip, target_prefix, source_ip, processed, action_taken, payload, \
-             payload_sha256) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11, ?12) \
-             ON CONFLICT DO NOTHING RETURNING id",
-        )
-        .bind(to_db(w.received_at))
-        .bind(&w.alert_type)
-        .bind(&w.event_state)
-        .bind(&w.alert_id)
-        .bind(&w.policy_id)
-        .bind(&w.policy_name)
-        .bind(&w.target_ip)
-        .bind(&w.target_prefix)
-        .bind(&w.source_ip)
-        .bind(&w.action_taken)
-        .bind(&w.payload)
-        .bind(&sha)
-        .fetch_optional(self.conn())
-        .await?;
-        if let Some(id) = inserted {
+        if let Some(id) = self.insert_row(w, w.alert_id.as_deref(), &sha).await? {
             return Ok(WebhookInsert::Inserted(id));
+        }
+        // The seed's unique (alert_id, event_state) fired.
+        if w.dedup == WebhookDedup::Body
+            && let Some(alert_id) = &w.alert_id
+        {
+            // A different body under the same fallback id: keep both.
+            let unique = disambiguated_alert_id(alert_id, &w.payload);
+            if let Some(id) = self.insert_row(w, Some(&unique), &sha).await? {
+                return Ok(WebhookInsert::Inserted(id));
+            }
         }
         let id: i64 = sqlx::query_scalar(
             "SELECT id FROM webhook_events WHERE alert_id = ?1 AND event_state = ?2",
@@ -183,6 +242,39 @@ impl WriteTx {
         .fetch_one(self.conn())
         .await?;
         Ok(WebhookInsert::Duplicate(id))
+    }
+
+    /// Inserts the row under `alert_id`; `None` when a uniqueness constraint refused it.
+    async fn insert_row(
+        &mut self,
+        w: &NewWebhookEvent,
+        alert_id: Option<&str>,
+        sha: &str,
+    ) -> Result<Option<i64>> {
+        // No conflict target: any uniqueness constraint (the seed's (alert_id, event_state))
+        // turns the insert into a no-op.
+        let inserted = sqlx::query_scalar(
+            "INSERT INTO webhook_events (received_at, alert_type, event_state, alert_id, policy_id, \
+             policy_name, target_ip, target_prefix, source_ip, processed, action_taken, payload, \
+             payload_sha256) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11, ?12) \
+             ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(to_db(w.received_at))
+        .bind(&w.alert_type)
+        .bind(&w.event_state)
+        .bind(alert_id)
+        .bind(&w.policy_id)
+        .bind(&w.policy_name)
+        .bind(&w.target_ip)
+        .bind(&w.target_prefix)
+        .bind(&w.source_ip)
+        .bind(&w.action_taken)
+        .bind(&w.payload)
+        .bind(sha)
+        .fetch_optional(self.conn())
+        .await?;
+        Ok(inserted)
     }
 }
 

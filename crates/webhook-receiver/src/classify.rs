@@ -43,6 +43,17 @@ const ALERT_ID_KEYS: &[&str] = &[
     "health_check_id",
 ];
 
+/// Keys whose id names an object (a tunnel, a health check) rather than one event.
+const OBJECT_ID_KEYS: &[&str] = &["tunnel_id", "health_check_id"];
+
+/// The first 16 hex characters of the SHA-256 of the parsed body, re-serialised, so a
+/// redelivery of the same body gets the same event id.
+fn body_hash(body: &Map<String, Value>) -> String {
+    use sha2::Digest;
+    let canonical = serde_json::to_vec(body).unwrap_or_default();
+    hex::encode(&sha2::Sha256::digest(&canonical)[..8])
+}
+
 /// A classified webhook.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Classified {
@@ -54,6 +65,9 @@ pub struct Classified {
     pub alert_id: String,
     /// True when `alert_id` is the `webhook-<time>` fallback (no id in the body).
     pub alert_id_synthetic: bool,
+    /// For a tunnel or health-check event: the object's bare id (`alert_id` is then
+    /// `<id>@<ts>`, SPEC §6).
+    pub object_id: Option<String>,
     /// Top-level `name`.
     pub name: Option<String>,
     /// Top-level `text`.
@@ -158,6 +172,10 @@ impl Classified {
             payload,
             dedup: if self.alert_id_synthetic || self.event_state.is_none() {
                 mt_store::WebhookDedup::Body
+            } else if let Some(bare_id) = &self.object_id {
+                mt_store::WebhookDedup::ObjectEvent {
+                    bare_id: bare_id.clone(),
+                }
             } else {
                 mt_store::WebhookDedup::AlertAndState
             },
@@ -191,13 +209,25 @@ pub fn classify(
 
     let alert_type = top("alert_type");
     let event_state = top("alert_event");
-    let derived = ALERT_ID_KEYS
+    let found = ALERT_ID_KEYS
         .iter()
-        .find_map(|k| field(k))
-        .or_else(|| top("alert_correlation_id"));
-    let alert_id_synthetic = derived.is_none();
-    let alert_id =
-        derived.unwrap_or_else(|| format!("webhook-{}", received_at.format("%Y%m%d%H%M%S%6f")));
+        .find_map(|k| field(k).map(|id| (*k, id)))
+        .or_else(|| top("alert_correlation_id").map(|id| ("alert_correlation_id", id)));
+    let alert_id_synthetic = found.is_none();
+    // A tunnel or health-check id names the object, not the event: every state change of it
+    // is kept by appending the envelope's `ts` (or a hash of the body), SPEC §6.
+    let object_id = found
+        .as_ref()
+        .filter(|(key, _)| OBJECT_ID_KEYS.contains(key))
+        .map(|(_, id)| id.clone());
+    let alert_id = match (found, &object_id) {
+        (Some((_, id)), Some(_)) => {
+            let event = top("ts").unwrap_or_else(|| body_hash(body));
+            format!("{id}@{event}")
+        }
+        (Some((_, id)), None) => id,
+        (None, _) => format!("webhook-{}", received_at.format("%Y%m%d%H%M%S%6f")),
+    };
 
     let target_ip = field("target_ip");
     let prefix = target_ip
@@ -247,6 +277,7 @@ pub fn classify(
         event_state,
         alert_id,
         alert_id_synthetic,
+        object_id,
         name: top("name"),
         text: top("text"),
         policy_id: top("policy_id"),
@@ -369,9 +400,25 @@ enabled = false
                 .alert_id,
             "i9"
         );
+        // A tunnel or health check names the object: the event is `<id>@<ts>`.
+        let tunnel = run(json!({"alert_type": "x", "ts": 1741961100, "data": {"tunnel_id": 42}}));
+        assert_eq!(tunnel.alert_id, "42@1741961100");
+        assert_eq!(tunnel.object_id.as_deref(), Some("42"));
+        let check = run(json!({"alert_type": "x", "data": {"health_check_id": "hc"}}));
+        assert!(check.alert_id.starts_with("hc@") && check.alert_id.len() == "hc@".len() + 16);
         assert_eq!(
-            run(json!({"alert_type": "x", "data": {"tunnel_id": 42}})).alert_id,
-            "42"
+            check.alert_id,
+            run(json!({"alert_type": "x", "data": {"health_check_id": "hc"}})).alert_id,
+            "without ts, a redelivery of the same body gets the same id"
+        );
+        assert_ne!(
+            check.alert_id,
+            run(json!({"alert_type": "x", "data": {"health_check_id": "hc", "x": 1}})).alert_id
+        );
+        assert_eq!(
+            run(json!({"alert_type": "x", "data": {"attack_id": "a", "tunnel_id": 42}})).object_id,
+            None,
+            "an attack id comes first and names the event"
         );
         let c = run(json!({"alert_type": "x", "alert_correlation_id": "corr", "data": {}}));
         assert_eq!((c.alert_id.as_str(), c.alert_id_synthetic), ("corr", false));

@@ -4,6 +4,7 @@
 mod api;
 mod common;
 mod concurrency;
+mod dedup;
 mod legacy;
 mod reports;
 mod seed_queries;

@@ -3,7 +3,7 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use mt_store::AttackEvent;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::common::*;
 
@@ -714,4 +714,75 @@ async fn a_stalled_body_times_out_with_408() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// SPEC §6: a tunnel's `tunnel_id` names the tunnel, not the event. Before, its second
+/// outage (and the original suite's id-less recovery shape) was answered "duplicate" and never
+/// stored or sent. Now each state change is its own event (`<tunnel_id>@<ts>`), and only a
+/// redelivery of the same body is a duplicate.
+#[tokio::test]
+async fn two_outages_of_one_tunnel_are_two_events_and_a_redelivery_is_a_duplicate() {
+    let app = TestApp::new().await;
+    let start: Value = serde_json::from_str(&fixture(
+        "cloudflare/webhook_magic_tunnel_health_check_event_start.json",
+    ))
+    .unwrap();
+    let end: Value = serde_json::from_str(&fixture(
+        "cloudflare/webhook_magic_tunnel_health_check_event_end.json",
+    ))
+    .unwrap();
+    let mut second_start = start.clone();
+    second_start["ts"] = json!(start["ts"].as_i64().unwrap() + 3600);
+    second_start["data"]["timestamp"] = json!("2025-03-14T15:05:00Z");
+
+    let mut ids = Vec::new();
+    for body in [&start, &end, &second_start] {
+        let (status, response) = app.post(&body.to_string()).await;
+        assert_eq!(
+            (status, response["status"].as_str()),
+            (StatusCode::OK, Some("accepted")),
+            "{response}"
+        );
+        ids.push(response["id"].as_i64().unwrap());
+    }
+    let (status, response) = app.post(&second_start.to_string()).await;
+    assert_eq!(
+        (status, response["status"].as_str()),
+        (StatusCode::OK, Some("duplicate"))
+    );
+
+    let tunnel = start["data"]["tunnel_id"].as_str().unwrap();
+    let rows = app.store.webhook_events(10, None, None).await.unwrap();
+    let mut alert_ids: Vec<String> = rows.iter().filter_map(|r| r.alert_id.clone()).collect();
+    alert_ids.sort();
+    let mut expected = vec![
+        format!("{tunnel}@{}", start["ts"]),
+        format!("{tunnel}@{}", end["ts"]),
+        format!("{tunnel}@{}", second_start["ts"]),
+    ];
+    expected.sort();
+    assert_eq!(alert_ids, expected, "three events stored");
+    let sent = app.store.notifications(50).await.unwrap();
+    assert_eq!(
+        sent.iter().filter(|n| n.kind == "tunnel_health").count(),
+        3,
+        "two outages and one recovery, each told once"
+    );
+
+    // The original suite's shape has no `ts`: the body's hash tells its events apart.
+    let down: Value = serde_json::from_str(&fixture(
+        "original-suite/webhook_magic_tunnel_health_check_event_down.json",
+    ))
+    .unwrap();
+    let mut up = down.clone();
+    up["data"]["new_status"] = json!("MAGIC_TUNNEL_STATUS_UP");
+    up["data"]["previous_status"] = json!("MAGIC_TUNNEL_STATUS_DOWN");
+    for (body, outcome) in [(&down, "accepted"), (&up, "accepted"), (&down, "duplicate")] {
+        let (status, response) = app.post(&body.to_string()).await;
+        assert_eq!(
+            (status, response["status"].as_str()),
+            (StatusCode::OK, Some(outcome)),
+            "{body}"
+        );
+    }
 }
