@@ -82,6 +82,10 @@ pub struct AutoAdvertisement {
     /// `(prefix, status)` pairs as Cloudflare reported them (Advertised, Already Advertised,
     /// Delayed, Locked, Could not Advertise, Error).
     pub prefixes: Vec<(String, String)>,
+    /// The first few listed entries that are not configured prefixes (at most 10 are named).
+    pub not_configured: Vec<String>,
+    /// How many entries were not configured prefixes in all.
+    pub not_configured_total: usize,
     /// Policy name.
     pub policy_name: Option<String>,
     /// When it was received.
@@ -476,7 +480,7 @@ fn auto_advertisement(d: &mut Doc, a: &AutoAdvertisement) {
     d.blank();
     d.section("📡", "PREFIXES");
     if a.prefixes.is_empty() {
-        d.line("No prefix listed in the alert");
+        d.line("No configured prefix listed in the alert");
     }
     for (prefix, status) in &a.prefixes {
         let icon = match status.to_ascii_lowercase().as_str() {
@@ -489,6 +493,22 @@ fn auto_advertisement(d: &mut Doc, a: &AutoAdvertisement) {
             escape_code(&cut(prefix, MAX_VALUE_CHARS)),
             escape(&cut(status, MAX_VALUE_CHARS))
         ));
+    }
+    if a.not_configured_total > 0 {
+        d.blank();
+        d.section("❔", "NOT IN THE CONFIG (ignored)");
+        for entry in &a.not_configured {
+            d.line(&format!(
+                "• `{}`",
+                escape_code(&cut(entry, MAX_VALUE_CHARS))
+            ));
+        }
+        let more = a
+            .not_configured_total
+            .saturating_sub(a.not_configured.len());
+        if more > 0 {
+            d.line(&escape(&format!("… and {more} more")));
+        }
     }
     d.blank();
     d.line("🛡️ Traffic for advertised prefixes is routed through Cloudflare");

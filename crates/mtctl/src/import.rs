@@ -63,6 +63,8 @@ async fn import_one(
     dry_run: bool,
 ) -> anyhow::Result<Outcome> {
     let text = std::fs::read_to_string(path)?;
+    webhook_receiver::classify::check_shape(text.as_bytes())
+        .map_err(|problem| anyhow::anyhow!("refused JSON: {problem}"))?;
     let value: Value =
         serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("invalid JSON: {e}"))?;
     let Value::Object(body) = value else {

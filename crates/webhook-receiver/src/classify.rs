@@ -43,6 +43,53 @@ const ALERT_ID_KEYS: &[&str] = &[
     "health_check_id",
 ];
 
+/// Deepest nesting of arrays and objects accepted in a body (Cloudflare's are 3 deep).
+pub const MAX_JSON_DEPTH: usize = 32;
+/// Longest number literal accepted in a body (a 64-bit integer or a float with exponent is
+/// well under it).
+pub const MAX_NUMBER_CHARS: usize = 40;
+
+/// Checks a body's shape before it is parsed, in one pass over its bytes: nesting at most
+/// [`MAX_JSON_DEPTH`], number literals at most [`MAX_NUMBER_CHARS`]. A body that fails is
+/// refused (400) before any other work; one that passes may still be invalid JSON, which the
+/// parser then reports.
+pub fn check_shape(raw: &[u8]) -> Result<(), String> {
+    let (mut depth, mut number, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in raw {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        if matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+            number += 1;
+            if number > MAX_NUMBER_CHARS {
+                return Err(format!(
+                    "a number longer than {MAX_NUMBER_CHARS} characters"
+                ));
+            }
+            continue;
+        }
+        number = 0;
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(format!("nesting deeper than {MAX_JSON_DEPTH} levels"));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Keys whose id names an object (a tunnel, a health check) rather than one event.
 const OBJECT_ID_KEYS: &[&str] = &["tunnel_id", "health_check_id"];
 
@@ -110,8 +157,12 @@ pub enum Kind {
     },
     /// `fbm_auto_advertisement`: Cloudflare advertised prefixes.
     AutoAdvertisement {
-        /// Every prefix the alert lists.
+        /// The configured prefixes the alert lists, each once (an entry equal to or inside a
+        /// configured prefix counts for it; advertised wins over any other status).
         prefixes: Vec<ListedPrefix>,
+        /// Entries that are not a configured prefix (not a CIDR, or outside every one): kept in
+        /// the raw body and named in the message, never turned into rows.
+        ignored: Ignored,
     },
     /// `magic_tunnel_health_check_event`.
     TunnelHealth {
@@ -254,16 +305,10 @@ pub fn classify(
                 ActionTaken::Mitigating
             },
         },
-        Some("fbm_auto_advertisement") => Kind::AutoAdvertisement {
-            prefixes: listed_prefixes(data)
-                .into_iter()
-                .map(|(listed, status)| ListedPrefix {
-                    configured: configured_prefix(config, &listed),
-                    listed,
-                    status: status.unwrap_or_else(|| "unknown".into()),
-                })
-                .collect(),
-        },
+        Some("fbm_auto_advertisement") => {
+            let (prefixes, ignored) = advertised_prefixes(config, listed_prefixes(data));
+            Kind::AutoAdvertisement { prefixes, ignored }
+        }
         Some("magic_tunnel_health_check_event") => Kind::TunnelHealth {
             ended: event_state.as_deref() == Some("ALERT_STATE_EVENT_END"),
             tunnel: field("tunnel_name").or_else(|| field("tunnel_id")),
@@ -323,6 +368,54 @@ fn listed_prefixes(data: &Map<String, Value>) -> Vec<(String, Option<String>)> {
         }
     }
     out
+}
+
+/// Entries of an auto-advertisement that name no configured prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ignored {
+    /// The first [`MAX_NAMED_IGNORED`] of them, as listed (cut to 64 characters).
+    pub named: Vec<String>,
+    /// How many there were in all.
+    pub total: usize,
+}
+
+/// Ignored entries named in a message; the rest are counted ("… and N more").
+pub const MAX_NAMED_IGNORED: usize = 10;
+
+/// Reduces an auto-advertisement's entries to one per configured prefix (so a body listing
+/// thousands of entries writes at most one row per configured prefix) and the rest.
+pub fn advertised_prefixes(
+    config: &Config,
+    listed: Vec<(String, Option<String>)>,
+) -> (Vec<ListedPrefix>, Ignored) {
+    let mut prefixes: Vec<ListedPrefix> = Vec::new();
+    let mut ignored = Ignored::default();
+    for (entry, status) in listed {
+        let status = status.unwrap_or_else(|| "unknown".into());
+        let Some(configured) = configured_prefix(config, &entry) else {
+            ignored.total += 1;
+            if ignored.named.len() < MAX_NAMED_IGNORED {
+                ignored.named.push(entry.chars().take(64).collect());
+            }
+            continue;
+        };
+        let candidate = ListedPrefix {
+            listed: entry,
+            status,
+            configured: Some(configured),
+        };
+        match prefixes
+            .iter_mut()
+            .find(|p| p.configured == candidate.configured)
+        {
+            Some(known) if !known.is_advertised() && candidate.is_advertised() => {
+                *known = candidate;
+            }
+            Some(_) => {}
+            None => prefixes.push(candidate),
+        }
+    }
+    (prefixes, ignored)
 }
 
 /// The configured prefix equal to or containing `cidr`, canonical.

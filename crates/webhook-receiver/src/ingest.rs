@@ -260,13 +260,13 @@ async fn store_one(tx: &mut WriteTx, job: &Job, notifier: &Notifier) -> mt_store
         WebhookInsert::Duplicate(id) => return Ok(Outcome::Duplicate(id)),
         WebhookInsert::Inserted(id) => id,
     };
-    let message = derive(tx, job).await?;
+    let message = derive(tx, job, id).await?;
     notifier.queue(tx, &message, job.received_at).await?;
     Ok(Outcome::Accepted(id))
 }
 
 /// Writes the rows a webhook implies and returns the message to send.
-async fn derive(tx: &mut WriteTx, job: &Job) -> mt_store::Result<Message> {
+async fn derive(tx: &mut WriteTx, job: &Job, webhook_id: i64) -> mt_store::Result<Message> {
     let (c, raw, now) = (&job.classified, job.raw.as_str(), job.received_at);
     match &c.kind {
         Kind::Test => Ok(Message::Generic(GenericAlert {
@@ -286,6 +286,7 @@ async fn derive(tx: &mut WriteTx, job: &Job) -> mt_store::Result<Message> {
                 Phase::End => (EventType::End, ActionTaken::NotifiedAutowithdrawHandles),
             };
             tx.insert_attack_event(&attack_event(
+                webhook_id,
                 c,
                 event_type,
                 action,
@@ -318,24 +319,25 @@ async fn derive(tx: &mut WriteTx, job: &Job) -> mt_store::Result<Message> {
                 Phase::End => Message::AttackEnd(alert),
             })
         }
-        Kind::AutoAdvertisement { prefixes } => {
+        Kind::AutoAdvertisement { prefixes, ignored } => {
             for p in prefixes.iter().filter(|p| p.is_advertised()) {
-                let prefix = p.configured.clone().or_else(|| Some(p.listed.clone()));
+                let Some(configured) = &p.configured else {
+                    continue;
+                };
                 tx.insert_attack_event(&attack_event(
+                    webhook_id,
                     c,
                     EventType::Advertise,
                     ActionTaken::AutoAdvertised,
-                    prefix,
+                    Some(configured.clone()),
                     raw,
                     now,
                 ))
                 .await?;
-                match &p.configured {
-                    Some(configured) => tx.mark_prefix_advertised(configured, now).await?,
-                    None => {
-                        tracing::warn!(prefix = %p.listed, "auto-advertised prefix is not in the config")
-                    }
-                }
+                tx.mark_prefix_advertised(configured, now).await?;
+            }
+            if ignored.total > 0 {
+                tracing::warn!(count = ignored.total, first = ?ignored.named, "auto-advertisement lists entries that are not configured prefixes; kept in the raw body only");
             }
             Ok(Message::AutoAdvertisement(AutoAdvertisement {
                 prefixes: prefixes
@@ -347,6 +349,8 @@ async fn derive(tx: &mut WriteTx, job: &Job) -> mt_store::Result<Message> {
                         )
                     })
                     .collect(),
+                not_configured: ignored.named.clone(),
+                not_configured_total: ignored.total,
                 policy_name: c.policy_name.clone(),
                 at: now,
             }))
@@ -373,7 +377,28 @@ async fn derive(tx: &mut WriteTx, job: &Job) -> mt_store::Result<Message> {
     }
 }
 
+/// Largest body copied into `attack_events.raw_payload` as it is.
+pub const MAX_RAW_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// What `attack_events.raw_payload` holds: the seed documents it as the full JSON payload "for
+/// debugging", so every real Cloudflare alert (1–3 KiB) keeps it whole. A larger body (only a
+/// huge auto-advertisement or a hostile sender comes close) is stored once, in
+/// `webhook_events.payload`; the row then holds a small JSON object pointing at it, so the
+/// column stays valid JSON and one webhook can never write megabytes per derived row.
+pub fn raw_payload(raw: &str, webhook_id: i64) -> String {
+    if raw.len() <= MAX_RAW_PAYLOAD_BYTES {
+        return raw.to_owned();
+    }
+    serde_json::json!({
+        "raw_payload_omitted": "the body is larger than 64 KiB; it is stored once in webhook_events.payload",
+        "webhook_events_id": webhook_id,
+        "bytes": raw.len(),
+    })
+    .to_string()
+}
+
 fn attack_event(
+    webhook_id: i64,
     c: &Classified,
     event_type: EventType,
     action: ActionTaken,
@@ -394,7 +419,7 @@ fn attack_event(
         packets_per_second: c.packets_per_second.clone(),
         megabits_per_second: c.megabits_per_second.clone(),
         severity: c.severity.clone(),
-        raw_payload: Some(raw.to_owned()),
+        raw_payload: Some(raw_payload(raw, webhook_id)),
         ..NewAttackEvent::new(event_type, action, now)
     }
 }

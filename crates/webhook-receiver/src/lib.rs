@@ -226,6 +226,13 @@ async fn webhook(State(state): State<AppState>, request: Request) -> Response {
             "body is not UTF-8 JSON",
         );
     };
+    if let Err(problem) = classify::check_shape(raw.as_bytes()) {
+        return state.reject(
+            "bad_json",
+            StatusCode::BAD_REQUEST,
+            &format!("refused JSON: {problem}"),
+        );
+    }
     let parsed: Value = match serde_json::from_str(raw) {
         Ok(v) => v,
         Err(e) => {

@@ -65,6 +65,8 @@ fn every_message() -> Vec<Message> {
                 (hostile(), "Could not Advertise".into()),
                 ("2001:db8::/48".into(), huge()),
             ],
+            not_configured: vec![hostile(), huge()],
+            not_configured_total: 12_345,
             policy_name: Some(hostile()),
             at,
         }),

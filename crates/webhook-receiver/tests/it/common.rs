@@ -53,12 +53,17 @@ prefix_id = "p4"
 bgp_prefix_id = "b4"
 [webhook]
 archive_dir = "{archive}"
-max_body_bytes = 4096
+{max_body}
 {extra_webhook}
 [telegram]
 chat_id = "-100123"
 "#,
         db = dir.join("mt.db").display(),
+        max_body = if extra_webhook.contains("max_body_bytes") {
+            ""
+        } else {
+            "max_body_bytes = 4096"
+        },
         archive = dir.join("webhooks").display(),
     )
 }

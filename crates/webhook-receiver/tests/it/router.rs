@@ -786,3 +786,115 @@ async fn two_outages_of_one_tunnel_are_two_events_and_a_redelivery_is_a_duplicat
         );
     }
 }
+
+/// A 1 MiB auto-advertisement listing ~28k entries (configured prefixes repeated, sub-prefixes,
+/// foreign CIDRs and text that is no CIDR). Before: one `attack_events` row per advertised
+/// entry, each with the full body (≈27 GiB in one transaction at the production body limit).
+/// Now: at most one row per configured prefix, the body stored once, the rest named in the
+/// message (ten, then "… and N more").
+#[tokio::test]
+async fn a_huge_auto_advertisement_writes_bounded_rows_and_bytes() {
+    let app = TestApp::with(|_| {}, "max_body_bytes = 2_000_000", Some(SECRET)).await;
+    let mut entries = vec![
+        json!({"prefix": "203.0.113.0/24", "status": "Advertised"}),
+        json!({"prefix": "198.51.100.0/24", "status": "Delayed"}),
+        json!({"prefix": "198.51.100.128/25", "status": "Already Advertised"}),
+    ];
+    let (mut i, mut bytes, mut ignored) = (0u32, 0usize, 0usize);
+    while bytes < 1_040_000 {
+        let entry = match i % 4 {
+            0 => json!({"prefix": "203.0.113.0/24", "status": "Advertised"}),
+            1 => {
+                json!({"prefix": format!("10.{}.{}.0/24", i / 256 % 256, i % 256), "status": "Advertised"})
+            }
+            2 => json!({"prefix": format!("not-a-cidr-{i}"), "status": "Advertised"}),
+            _ => json!({"prefix": "185.54.82.0/24", "status": "Advertised"}),
+        };
+        ignored += usize::from(matches!(i % 4, 1 | 2));
+        bytes += entry.to_string().len() + 1;
+        entries.push(entry);
+        i += 1;
+    }
+    let total = entries.len();
+    let body = json!({
+        "alert_type": "fbm_auto_advertisement",
+        "alert_event": "ALERT_STATE_EVENT_START",
+        "alert_correlation_id": "huge-1",
+        "data": {"prefixes": entries},
+        "ts": 1741944330
+    })
+    .to_string();
+    let (status, response) = app.post(&body).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+
+    let events = app.store.attack_events(100_000, None).await.unwrap();
+    let mut prefixes: Vec<String> = events.iter().filter_map(|e| e.prefix.clone()).collect();
+    prefixes.sort();
+    assert_eq!(
+        prefixes,
+        ["185.54.82.0/24", "198.51.100.0/24", "203.0.113.0/24"],
+        "one row per configured prefix, advertised status winning"
+    );
+    let row_bytes: usize = events
+        .iter()
+        .map(|e| e.raw_payload.as_deref().map_or(0, str::len))
+        .sum();
+    let webhook = &app.store.webhook_events(1, None, None).await.unwrap()[0];
+    assert_eq!(webhook.payload.as_deref().map(str::len), Some(body.len()));
+    println!(
+        "1 MiB auto-advertisement: {total} entries, body {} bytes -> {} attack_events rows, \
+         {row_bytes} bytes of raw_payload in them (the body is stored once in webhook_events)",
+        body.len(),
+        events.len()
+    );
+    assert!(row_bytes < 1024, "{row_bytes} bytes of raw_payload");
+    let stub: Value = serde_json::from_str(events[0].raw_payload.as_deref().unwrap()).unwrap();
+    assert_eq!(stub["webhook_events_id"], webhook.id);
+
+    let message = &app.store.notifications(10).await.unwrap()[0].text;
+    assert!(message.len() < 4096, "{} bytes", message.len());
+    assert!(message.contains("`not-a-cidr-2`"), "{message}");
+    assert!(
+        message.contains(&format!("and {} more", ignored - 10)),
+        "{ignored} ignored: {message}"
+    );
+}
+
+/// Deeply nested or huge-number bodies are refused with 400 before any work.
+#[tokio::test]
+async fn deeply_nested_and_huge_number_bodies_are_refused_before_any_work() {
+    let app = TestApp::with(|_| {}, "max_body_bytes = 2_000_000", Some(SECRET)).await;
+    let nested = format!(
+        "{{\"alert_type\":\"x\",\"data\":{}1{}}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let huge_number = format!(
+        "{{\"alert_type\":\"x\",\"data\":{{\"pps\":{}}}}}",
+        "9".repeat(500_000)
+    );
+    for (body, what) in [
+        (nested, "nesting deeper than 32"),
+        (huge_number, "a number longer than 40"),
+    ] {
+        let (status, response) = app.post(&body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{response}");
+        assert!(
+            response["error"].as_str().unwrap().contains(what),
+            "{response}"
+        );
+    }
+    // Depth and numbers of real alerts pass; strings may contain anything.
+    let fine = json!({"alert_type": "x", "text": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[ 99999999999999999999999999999999999999999999999",
+                      "data": {"a": {"b": {"c": [1, 2.5e10, -3]}}}});
+    let (status, response) = app.post(&fine.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    assert_eq!(
+        app.store
+            .webhook_events(10, None, None)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
