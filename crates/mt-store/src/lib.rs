@@ -42,7 +42,7 @@ pub use outbox::{
     ChatPause, NewNotification, NotificationRecord, OutboxStats, QueueHead, QueuedNotification,
 };
 pub use reports::{DestinationTotal, Dimension, SeriesPoint, TopRow};
-pub use retention::Prunable;
+pub use retention::{Prunable, PruneOptions, PruneProgress};
 pub use stats::Stats;
 pub use store::{OpenOptions, Store, WriteTx};
 pub use vocab::{ActionTaken, EventType, WithdrawMethod, WithdrawStatus};

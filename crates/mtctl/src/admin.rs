@@ -142,7 +142,25 @@ pub async fn prune(
         );
         return Ok(());
     }
-    let p = store.prune(cutoff).await?;
+    // Small transactions by id range, reporting progress at most once a second (stderr), so
+    // webhooks and cycles keep their turn at the write lock on a large database.
+    let mut last_report = std::time::Instant::now();
+    let p = store
+        .prune(cutoff, &mt_store::PruneOptions::default(), |at| {
+            let finished = at.scanned_to_id >= at.last_id;
+            if finished || last_report.elapsed() >= std::time::Duration::from_secs(1) {
+                last_report = std::time::Instant::now();
+                eprintln!(
+                    "prune: {} ids up to {} of {} scanned; deleted so far: {} webhook_events, {} network_analytics_events",
+                    at.table,
+                    at.scanned_to_id,
+                    at.last_id,
+                    at.deleted.webhook_events,
+                    at.deleted.network_analytics_events
+                );
+            }
+        })
+        .await?;
     println!(
         "deleted {} webhook_events and {} network_analytics_events rows older than {} UTC",
         p.webhook_events,
