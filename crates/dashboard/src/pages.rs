@@ -214,7 +214,7 @@ pub async fn login(
     let now = state.clock.now();
     match state.auth.login(&name, &form.password, &client, now).await {
         Ok((token, session)) => {
-            tracing::info!(user = %session.user, %client, "login");
+            tracing::info!(user = ?session.user, %client, "login");
             audit_login(&state, &session.user, "login", "ok", &client).await;
             let mut response = Redirect::to("/").into_response();
             for c in [
@@ -228,7 +228,7 @@ pub async fn login(
             response
         }
         Err(LoginRefused::Locked(secs)) => {
-            tracing::warn!(user = %name, %client, "login refused: too many failures");
+            tracing::warn!(user = %logged_user(&state, &name), %client, "login refused: too many failures");
             let mut response = login_page(
                 &state,
                 StatusCode::TOO_MANY_REQUESTS,
@@ -244,7 +244,7 @@ pub async fn login(
             response
         }
         Err(LoginRefused::Denied) => {
-            tracing::warn!(user = %name, %client, "login failed");
+            tracing::warn!(user = %logged_user(&state, &name), %client, "login failed");
             if state.auth.is_user(&name) {
                 // Not awaited: the answer must not take longer for a real user name.
                 let (state, name, client) = (state.clone(), name.clone(), client.clone());
@@ -297,6 +297,17 @@ pub fn client_address(
             .to_ipv4_mapped()
             .map_or_else(String::new, |v4| v4.to_string()),
         v4 => v4.to_string(),
+    }
+}
+
+/// How a typed user name appears in the log: a configured user's name quoted and escaped (a
+/// newline cannot forge a journal line); anything else not at all — it may be a password typed
+/// into the user field.
+fn logged_user(state: &AppState, name: &str) -> String {
+    if state.auth.is_user(name) {
+        format!("{name:?}")
+    } else {
+        "unknown user".to_owned()
     }
 }
 

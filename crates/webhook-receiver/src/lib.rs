@@ -323,11 +323,15 @@ async fn healthz(State(state): State<AppState>) -> Response {
             axum::Json(json!({ "status": "ok", "version": version, "database": "ok" })),
         )
             .into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "status": "error", "version": version, "database": e.to_string() })),
-        )
-            .into_response(),
+        // The endpoint is public: the error text (paths, SQLite messages) goes to the log only.
+        Err(e) => {
+            tracing::error!(error = %e, "healthz: the database does not answer");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({ "status": "error", "version": version, "database": "error" })),
+            )
+                .into_response()
+        }
     }
 }
 

@@ -605,9 +605,25 @@ async fn healthz_and_metrics() {
         "mt_webhooks_duplicate_total 1",
         "mt_webhook_duration_seconds_count 3",
         "mt_notifications_queued 2",
+        "mt_notifications_failed_total 0",
+        "mt_notifications_paused_chats 0",
     ] {
         assert!(page.contains(line), "missing {line:?} in\n{page}");
     }
+
+    // The database gone: 503 and "error", never the database's own text (the endpoint is
+    // public; the text goes to the log).
+    app.store.close().await;
+    let (status, health) = app
+        .send(
+            Request::builder()
+                .uri("/healthz")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(health["database"], "error", "{health}");
 }
 
 #[tokio::test]
