@@ -129,6 +129,8 @@ pub struct State {
     telegram: Vec<SentMessage>,
     graphql_queries: usize,
     ignore_patches: bool,
+    /// PATCHes still to carry out whose answer is then lost (a 502 page instead).
+    lose_patch_answers: usize,
 }
 
 /// Handle to a simulator (cheap to clone; every clone sees the same state).
@@ -219,6 +221,7 @@ impl Sim {
                 telegram: Vec::new(),
                 graphql_queries: 0,
                 ignore_patches: false,
+                lose_patch_answers: 0,
             })),
         }
     }
@@ -284,8 +287,15 @@ impl Sim {
         }
     }
 
+    /// Carries out the next `n` PATCHes but answers each with a 502 HTML page, as when the
+    /// answer is lost between Cloudflare's API and the client after the change was made.
+    pub fn lose_patch_answers(&self, n: usize) {
+        self.lock().lose_patch_answers = n;
+    }
+
     /// Accept PATCHes without carrying them out (the answer shows the requested state, the
     /// prefix keeps its old one): a withdrawal Cloudflare "registered" but never performed.
+
     pub fn ignore_patches(&self, ignore: bool) {
         self.lock().ignore_patches = ignore;
     }
@@ -566,6 +576,17 @@ async fn patch_bgp(
         p.bgp.advertised = wanted;
         p.bgp.modified_at = now;
         ok(bgp_json(p))
+    };
+    let response = if state.lose_patch_answers > 0 {
+        state.lose_patch_answers -= 1;
+        (
+            StatusCode::BAD_GATEWAY,
+            [("content-type", "text/html")],
+            "<html><body><h1>502 Bad Gateway</h1>cloudflare</body></html>",
+        )
+            .into_response()
+    } else {
+        response
     };
     let status = response.status().as_u16();
     state.patches.push(PatchCall {

@@ -150,6 +150,18 @@ impl Error {
         }
     }
 
+    /// The request may have been carried out although no success came back: a timeout or a
+    /// transport failure after the connection was made, a 5xx (a gateway may answer after the
+    /// change went through), or a 2xx whose body could not be read. Not for a connection that
+    /// was never made, nor a 4xx (Cloudflare refused it).
+    pub fn is_ambiguous(&self) -> bool {
+        match self {
+            Self::Timeout | Self::Transport(_) | Self::Decode(_) => true,
+            Self::Api { status, .. } | Self::NotJson { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
     /// Worth retrying: connection failures, timeouts, 429 and 5xx. A 4xx is final, and so is
     /// a prefix hold (it lasts minutes).
     pub fn is_transient(&self) -> bool {

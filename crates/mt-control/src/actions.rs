@@ -252,84 +252,52 @@ pub async fn set_advertised(
         .set_advertised(&prefix.prefix_id, &prefix.bgp_prefix_id, advertise)
         .await;
     let now = clock.now();
-    let who = actor.name.as_str();
-    let tool = actor.via.as_str();
+    let change = Change {
+        store,
+        notifier: &notifier,
+        actor,
+        cidr: &cidr,
+        advertise,
+        advertised_at: before.advertised_modified_at(),
+        now,
+    };
     match result {
         Ok(after) => {
-            let record = async {
-                let mut tx = store.begin().await?;
-                let (event_type, taken) = if advertise {
-                    (EventType::Advertise, ActionTaken::AdvertisedManual)
-                } else {
-                    (EventType::Withdraw, ActionTaken::WithdrawnManual)
-                };
-                tx.insert_attack_event(&NewAttackEvent {
-                    prefix: Some(cidr.clone()),
-                    raw_payload: Some(
-                        serde_json::json!({ "operator": who, "via": tool }).to_string(),
-                    ),
-                    ..NewAttackEvent::new(event_type, taken, now)
-                })
-                .await?;
-                let message = if advertise {
-                    tx.mark_prefix_advertised(&cidr, now).await?;
-                    Message::ManualAdvertisement(ManualAdvertisement {
-                        prefix: cidr.clone(),
-                        operator: who.to_owned(),
-                        at: now,
-                    })
-                } else {
-                    let advertised_at = before.advertised_modified_at();
-                    tx.insert_withdrawal(&manual_withdrawal(
-                        &cidr,
-                        advertised_at,
-                        now,
-                        WithdrawStatus::Success,
-                        format!("manual withdrawal by {who} ({tool})"),
-                    ))
-                    .await?;
-                    tx.mark_prefix_withdrawn(&cidr, now).await?;
-                    Message::WithdrawalSuccess(WithdrawalSuccess {
-                        prefix: cidr.clone(),
-                        kind: WithdrawKind::Manual,
-                        withdrawn_at: now,
-                        calm_for: None,
-                        advertised_for: advertised_at.and_then(|t| (now - t).to_std().ok()),
-                        peak_pps: None,
-                        peak_mbps: None,
-                        mitigation_systems: None,
-                        operator: who.to_owned(),
-                    })
-                };
-                notifier.queue(&mut tx, &message, now).await?;
-                tx.insert_audit(&actor.audit(now, action, Some(&cidr), None, "ok"))
-                    .await?;
-                tx.commit().await?;
-                Ok::<_, mt_store::Error>(())
-            };
-            if let Err(e) = record.await {
-                // Cloudflare changed the route; only our record of it failed. Say so plainly
-                // and leave at least an audit row if the database takes one.
-                let detail = format!(
-                    "{cidr} WAS {} on Cloudflare, but recording it failed: {e}; check `mtctl status`",
-                    if advertise { "advertised" } else { "withdrawn" }
-                );
-                tracing::error!(%cidr, error = %e, "advertisement changed but not recorded");
-                let _ = audit_alone(
-                    store,
-                    actor,
-                    action,
-                    Some(&cidr),
-                    Some(&detail),
-                    "failed",
-                    now,
-                )
-                .await;
-                return Err(ControlError::Failed(detail));
-            }
+            change.record(None).await?;
             Ok(AdvertiseOutcome::Changed {
                 at: after.advertised_modified_at().unwrap_or(now),
             })
+        }
+        Err(e) if e.is_ambiguous() => {
+            // The answer was lost (timeout, reset, 5xx, unreadable): the change may have
+            // been made. Only a re-read can tell; when it shows the requested state, the
+            // change is recorded as done, with a note, like any other.
+            match cf
+                .get_bgp_prefix(&prefix.prefix_id, &prefix.bgp_prefix_id)
+                .await
+            {
+                Ok(again) if again.advertised() == advertise => {
+                    let note = format!(
+                        "Cloudflare's answer was lost ({e}); a re-read shows the prefix {}",
+                        if advertise { "advertised" } else { "withdrawn" }
+                    );
+                    tracing::warn!(%cidr, error = %e, "advertisement change confirmed by a re-read after a lost answer");
+                    change.record(Some(&note)).await?;
+                    Ok(AdvertiseOutcome::Changed {
+                        at: again.advertised_modified_at().unwrap_or(now),
+                    })
+                }
+                reread => {
+                    let explanation = match reread {
+                        Ok(_) => format!("{e}; a re-read shows the prefix unchanged"),
+                        Err(again) => format!(
+                            "{e}; the prefix could not be re-read ({again}): its state is unknown, check `mtctl status`"
+                        ),
+                    };
+                    change.failed(&explanation).await?;
+                    Err(ControlError::Failed(explanation))
+                }
+            }
         }
         Err(e) => {
             // Another tool may have made the same change a moment ago: then there is nothing
@@ -371,31 +339,149 @@ pub async fn set_advertised(
             } else {
                 e.to_string()
             };
-            let mut tx = store.begin().await?;
-            if !advertise {
-                tx.insert_withdrawal(&manual_withdrawal(
-                    &cidr,
-                    before.advertised_modified_at(),
-                    now,
-                    WithdrawStatus::Failed,
-                    format!("manual withdrawal by {who} ({tool}) failed: {explanation}"),
-                ))
-                .await?;
-                let message = Message::WithdrawalFailure(WithdrawalFailure {
-                    prefix: cidr.clone(),
-                    kind: WithdrawKind::Manual,
-                    error: explanation.clone(),
-                    attempts: 1,
-                    next_attempt_at: None,
-                    at: now,
-                });
-                notifier.queue(&mut tx, &message, now).await?;
-            }
-            tx.insert_audit(&actor.audit(now, action, Some(&cidr), Some(&explanation), "failed"))
-                .await?;
-            tx.commit().await?;
+            change.failed(&explanation).await?;
             Err(ControlError::Failed(explanation))
         }
+    }
+}
+
+/// A change of advertisement, to be recorded once Cloudflare's answer is known.
+struct Change<'a> {
+    store: &'a Store,
+    notifier: &'a Notifier,
+    actor: &'a Actor,
+    cidr: &'a str,
+    advertise: bool,
+    /// When the prefix was last advertised/withdrawn, before this change.
+    advertised_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+}
+
+impl Change<'_> {
+    /// Records a change Cloudflare made: the event, the history row (withdrawals), the
+    /// calm-status mark, the message and the audit row, in one transaction. `note` says how it
+    /// was confirmed when the answer itself was lost.
+    async fn record(&self, note: Option<&str>) -> Result<(), ControlError> {
+        let (cidr, now, advertise) = (self.cidr, self.now, self.advertise);
+        let who = self.actor.name.as_str();
+        let tool = self.actor.via.as_str();
+        let action = verb(advertise);
+        let record = async {
+            let mut tx = self.store.begin().await?;
+            let (event_type, taken) = if advertise {
+                (EventType::Advertise, ActionTaken::AdvertisedManual)
+            } else {
+                (EventType::Withdraw, ActionTaken::WithdrawnManual)
+            };
+            let mut payload = serde_json::json!({ "operator": who, "via": tool });
+            if let Some(note) = note {
+                payload["note"] = serde_json::Value::String(note.to_owned());
+            }
+            tx.insert_attack_event(&NewAttackEvent {
+                prefix: Some(cidr.to_owned()),
+                raw_payload: Some(payload.to_string()),
+                ..NewAttackEvent::new(event_type, taken, now)
+            })
+            .await?;
+            let message = if advertise {
+                tx.mark_prefix_advertised(cidr, now).await?;
+                Message::ManualAdvertisement(ManualAdvertisement {
+                    prefix: cidr.to_owned(),
+                    operator: who.to_owned(),
+                    at: now,
+                })
+            } else {
+                let mut notes = format!("manual withdrawal by {who} ({tool})");
+                if let Some(note) = note {
+                    notes.push_str("; ");
+                    notes.push_str(note);
+                }
+                tx.insert_withdrawal(&manual_withdrawal(
+                    cidr,
+                    self.advertised_at,
+                    now,
+                    WithdrawStatus::Success,
+                    notes,
+                ))
+                .await?;
+                tx.mark_prefix_withdrawn(cidr, now).await?;
+                Message::WithdrawalSuccess(WithdrawalSuccess {
+                    prefix: cidr.to_owned(),
+                    kind: WithdrawKind::Manual,
+                    withdrawn_at: now,
+                    calm_for: None,
+                    advertised_for: self.advertised_at.and_then(|t| (now - t).to_std().ok()),
+                    peak_pps: None,
+                    peak_mbps: None,
+                    mitigation_systems: None,
+                    operator: who.to_owned(),
+                })
+            };
+            self.notifier.queue(&mut tx, &message, now).await?;
+            tx.insert_audit(&self.actor.audit(now, action, Some(cidr), note, "ok"))
+                .await?;
+            tx.commit().await?;
+            Ok::<_, mt_store::Error>(())
+        };
+        if let Err(e) = record.await {
+            // Cloudflare changed the route; only our record of it failed. Say so plainly
+            // and leave at least an audit row if the database takes one.
+            let detail = format!(
+                "{cidr} WAS {} on Cloudflare, but recording it failed: {e}; check `mtctl status`",
+                if advertise { "advertised" } else { "withdrawn" }
+            );
+            tracing::error!(%cidr, error = %e, "advertisement changed but not recorded");
+            let _ = audit_alone(
+                self.store,
+                self.actor,
+                action,
+                Some(cidr),
+                Some(&detail),
+                "failed",
+                now,
+            )
+            .await;
+            return Err(ControlError::Failed(detail));
+        }
+        Ok(())
+    }
+
+    /// Records a change that did not happen: a failed withdrawal (history row and message)
+    /// and the audit row.
+    async fn failed(&self, explanation: &str) -> Result<(), ControlError> {
+        let (cidr, now) = (self.cidr, self.now);
+        let who = self.actor.name.as_str();
+        let tool = self.actor.via.as_str();
+        let mut tx = self.store.begin().await?;
+        if !self.advertise {
+            tx.insert_withdrawal(&manual_withdrawal(
+                cidr,
+                self.advertised_at,
+                now,
+                WithdrawStatus::Failed,
+                format!("manual withdrawal by {who} ({tool}) failed: {explanation}"),
+            ))
+            .await?;
+            let message = Message::WithdrawalFailure(WithdrawalFailure {
+                prefix: cidr.to_owned(),
+                kind: WithdrawKind::Manual,
+                error: explanation.to_owned(),
+                attempts: 1,
+                next_attempt_at: None,
+                at: now,
+            });
+            self.notifier.queue(&mut tx, &message, now).await?;
+        }
+        tx.insert_audit(&self.actor.audit(
+            now,
+            verb(self.advertise),
+            Some(cidr),
+            Some(explanation),
+            "failed",
+        ))
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 

@@ -636,6 +636,57 @@ mod commands {
         assert_eq!(actions, ["resume ok", "pause ok", "unpin ok", "pin ok"]);
     }
 
+    /// Cloudflare carries out the withdrawal but every answer is lost (502 after the change,
+    /// on the first PATCH and on each retry). Before: audited `noop` ("changed meanwhile"),
+    /// with no WITHDRAW event, history row or message. Now: a re-read shows the prefix
+    /// withdrawn, so it is recorded as done, with a note saying how it was confirmed.
+    #[test]
+    fn a_withdrawal_whose_answer_was_lost_is_recorded_as_done() {
+        let env = Env::new();
+        env.sim.sim.lose_patch_answers(4);
+        let out = env.run(&["withdraw", "203.0.113.0/24", "--yes"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(!env.sim.sim.bgp("b-p24").unwrap().advertised);
+        assert!(
+            env.sim.sim.patches().iter().all(|p| p.status == 502),
+            "every answer was lost: {:?}",
+            env.sim.sim.patches()
+        );
+        let store = env.store();
+        let (events, history, outbox, audit) = env.rt.block_on(async {
+            (
+                store.attack_events(10, None).await.unwrap(),
+                store.withdrawal_history(10).await.unwrap(),
+                store.notifications(10).await.unwrap(),
+                store.audit_log(10).await.unwrap(),
+            )
+        });
+        assert_eq!(
+            (
+                events[0].event_type.as_deref(),
+                events[0].action_taken.as_deref()
+            ),
+            (Some("WITHDRAW"), Some("withdrawn_manual"))
+        );
+        assert_eq!(history[0].status.as_deref(), Some("success"));
+        let notes = history[0].notes.as_deref().unwrap();
+        assert!(
+            notes.contains("answer was lost") && notes.contains("re-read"),
+            "{notes}"
+        );
+        assert_eq!(outbox[0].kind, "withdrawal_success");
+        assert_eq!(audit[0].outcome, "ok");
+        assert!(
+            audit[0]
+                .detail
+                .as_deref()
+                .unwrap_or_default()
+                .contains("answer was lost"),
+            "{:?}",
+            audit[0]
+        );
+    }
+
     #[test]
     fn manual_withdraw_and_advertise_go_through_cloudflare_and_are_logged() {
         let env = Env::new();
