@@ -7,7 +7,7 @@
 //! | `/api/analytics?window=1h\|24h\|7d` | dropped-traffic series and top vectors/targets/ASNs/countries |
 //! | `/api/webhooks?limit=` | newest webhooks with payloads |
 //! | `/api/withdrawals?limit=` | newest `withdrawal_history` rows |
-//! | `/api/notifications` | outbox counts, waiting/failing and recent messages |
+//! | `/api/notifications` | outbox counts, waiting/failing, refused and recent messages, paused chats |
 //! | `/api/audit?limit=` | newest audit rows |
 
 use axum::Json;
@@ -104,6 +104,8 @@ pub async fn withdrawals(
 struct Notifications {
     stats: mt_store::OutboxStats,
     waiting: Vec<mt_store::QueuedNotification>,
+    failed: Vec<mt_store::QueuedNotification>,
+    paused_chats: Vec<mt_store::ChatPause>,
     recent: Vec<mt_store::NotificationRecord>,
 }
 
@@ -113,6 +115,8 @@ pub async fn notifications(State(state): State<AppState>, _: Authed) -> Response
         Ok(Notifications {
             stats: state.store.outbox_stats().await?,
             waiting: state.store.queued_notifications(LIST_LIMIT).await?,
+            failed: state.store.failed_notifications(LIST_LIMIT).await?,
+            paused_chats: state.store.chat_pauses().await?,
             recent: state.store.recent_notifications(50).await?,
         })
     };

@@ -1281,6 +1281,8 @@ struct NotificationsPage {
     layout: Layout,
     stats: mt_store::OutboxStats,
     queued: Vec<mt_store::QueuedNotification>,
+    failed: Vec<mt_store::QueuedNotification>,
+    paused: Vec<mt_store::ChatPause>,
     recent: Vec<mt_store::NotificationRecord>,
 }
 
@@ -1290,16 +1292,20 @@ pub async fn notifications(State(state): State<AppState>, authed: Authed) -> Res
         Ok::<_, mt_store::Error>((
             state.store.outbox_stats().await?,
             state.store.queued_notifications(LIST_LIMIT).await?,
+            state.store.failed_notifications(LIST_LIMIT).await?,
+            state.store.chat_pauses().await?,
             state.store.recent_notifications(50).await?,
         ))
     };
     match read.await {
-        Ok((stats, queued, recent)) => render(
+        Ok((stats, queued, failed, paused, recent)) => render(
             StatusCode::OK,
             &NotificationsPage {
                 layout: Layout::new(&state, &authed, "/notifications", 0),
                 stats,
                 queued,
+                failed,
+                paused,
                 recent,
             },
         ),

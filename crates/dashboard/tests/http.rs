@@ -448,6 +448,33 @@ async fn every_page_and_api_shows_the_seeded_data_to_a_viewer() {
     let notifications = env.api("/api/notifications", &viewer).await;
     assert!(!notifications["recent"].as_array().unwrap().is_empty());
     assert!(env.page("/notifications", &viewer).await.contains("Recent"));
+    // A refused message and a paused chat are shown with Telegram's words.
+    let refused = notifications["waiting"][0]["id"].as_i64().unwrap();
+    env.store
+        .fail_notification(refused, "Bad Request: message is too long")
+        .await
+        .unwrap();
+    let now = chrono::Utc::now();
+    env.store
+        .pause_chat(
+            "-100123",
+            "Forbidden: bot was kicked from the supergroup chat",
+            now,
+            None,
+            now,
+        )
+        .await
+        .unwrap();
+    let notifications = env.api("/api/notifications", &viewer).await;
+    assert_eq!(notifications["failed"][0]["id"], refused);
+    assert_eq!(notifications["paused_chats"][0]["chat_id"], "-100123");
+    let page = env.page("/notifications", &viewer).await;
+    assert!(
+        page.contains("Refused by Telegram")
+            && page.contains("message is too long")
+            && page.contains("bot was kicked"),
+        "{page}"
+    );
     let audit = env.api("/api/audit", &viewer).await;
     assert_eq!(audit[0]["actor"], "victor");
     assert_eq!(audit[0]["action"], "login");
