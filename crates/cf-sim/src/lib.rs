@@ -295,7 +295,6 @@ impl Sim {
 
     /// Accept PATCHes without carrying them out (the answer shows the requested state, the
     /// prefix keeps its old one): a withdrawal Cloudflare "registered" but never performed.
-
     pub fn ignore_patches(&self, ignore: bool) {
         self.lock().ignore_patches = ignore;
     }
