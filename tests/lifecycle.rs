@@ -109,7 +109,7 @@ fn an_attack_is_logged_notified_and_withdrawn_once_calm_across_daemon_restarts()
         ),
         "{stdout}"
     );
-    assert!(logs("mt-dashboard").contains("login user=demo"));
+    assert!(logs("mt-dashboard").contains("login user=\"demo\""));
     let mut rest = stdout.as_ref();
     for step in [
         "Telegram: 🚨 DDoS ATTACK DETECTED",

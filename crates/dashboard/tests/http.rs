@@ -449,7 +449,20 @@ async fn every_page_and_api_shows_the_seeded_data_to_a_viewer() {
     assert!(!notifications["recent"].as_array().unwrap().is_empty());
     assert!(env.page("/notifications", &viewer).await.contains("Recent"));
     // A refused message and a paused chat are shown with Telegram's words.
-    let refused = notifications["waiting"][0]["id"].as_i64().unwrap();
+    // (The seeding receiver's sender has stopped: nothing else touches the outbox now.)
+    let mut tx = env.store.begin().await.unwrap();
+    let refused = tx
+        .enqueue_notification(&mt_store::NewNotification {
+            chat_id: "-100123",
+            kind: "generic_alert",
+            priority: 5,
+            text: "a text Telegram refuses",
+            parse_mode: "",
+            created_at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
     env.store
         .fail_notification(refused, "Bad Request: message is too long")
         .await
