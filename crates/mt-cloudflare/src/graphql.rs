@@ -50,13 +50,40 @@ const CALM_QUERY: &str = r#"query MtCalm($accountTag: string!, $start: Time!, $e
   }
 }"#;
 
-/// Fields of the calm query's nodes, in `settings.availableFields` form (`parent_child`).
+/// The confirmation before a withdrawal (SPEC §7.4): the calm query's drops per five-minute
+/// bucket over the range that must be calm, so rows that arrived after their window was
+/// judged are caught.
+const CONFIRM_QUERY: &str = r#"query MtConfirm($accountTag: string!, $start: Time!, $end: Time!, $probeStart: Time!, $until: Time!, $limit: uint64!) {
+  viewer {
+    accounts(filter: { accountTag: $accountTag }) {
+      drops: magicTransitNetworkAnalyticsAdaptiveGroups(
+        filter: { datetime_geq: $start, datetime_lt: $end, outcome: "drop" }
+        limit: $limit
+        orderBy: [datetimeFiveMinutes_ASC]
+      ) {
+        dimensions { datetimeFiveMinutes ipDestinationSubnet mitigationSystem }
+        sum { packets bits }
+      }
+      latest: magicTransitNetworkAnalyticsAdaptiveGroups(
+        filter: { datetime_geq: $probeStart, datetime_leq: $until }
+        limit: 1
+        orderBy: [datetimeMinute_DESC]
+      ) {
+        dimensions { datetimeMinute }
+      }
+    }
+  }
+}"#;
+
+/// Fields of the calm and confirmation queries' nodes, in `settings.availableFields` form
+/// (`parent_child`).
 pub const CALM_FIELDS: &[&str] = &[
     "dimensions_ipDestinationSubnet",
     "dimensions_mitigationSystem",
     "sum_packets",
     "sum_bits",
     "dimensions_datetimeMinute",
+    "dimensions_datetimeFiveMinutes",
 ];
 
 /// Network analytics: dosd dropped-traffic events with every dimension the database stores.
@@ -123,7 +150,10 @@ const SETTINGS_QUERY: &str = r#"query MtSettings($accountTag: string!) {
 }"#;
 
 /// Every GraphQL document the client sends (the schema test validates each as sent).
-pub const DOCUMENTS: &[&str] = &[CALM_QUERY, EVENTS_QUERY, SETTINGS_QUERY];
+pub const DOCUMENTS: &[&str] = &[CALM_QUERY, CONFIRM_QUERY, EVENTS_QUERY, SETTINGS_QUERY];
+
+/// Width of the confirmation query's buckets (`datetimeFiveMinutes`).
+pub const CONFIRM_BUCKET: Duration = Duration::from_secs(300);
 
 /// What to judge.
 #[derive(Debug, Clone)]
@@ -177,6 +207,36 @@ pub struct DroppedTraffic {
     pub latest_minute: Option<DateTime<Utc>>,
     /// Cloudflare's `Date` header (compare with the local clock for skew).
     pub served_at: Option<DateTime<Utc>>,
+}
+
+/// The answer to a confirmation query: [`DroppedTraffic`] per five-minute bucket (by the
+/// bucket's start; buckets without drops are absent), and what concerns the whole answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DroppedBuckets {
+    /// Drops per bucket start, per configured prefix.
+    pub buckets: BTreeMap<DateTime<Utc>, BTreeMap<IpNet, PrefixDrops>>,
+    /// The whole answer: rows, truncation, rows without a parsable subnet or bucket, the
+    /// newest minute with data and Cloudflare's `Date` (its `per_prefix` is empty).
+    pub overall: DroppedTraffic,
+}
+
+impl DroppedBuckets {
+    /// The bucket starting at `start` as a [`DroppedTraffic`] (zero drops when absent).
+    pub fn bucket(&self, start: DateTime<Utc>, prefixes: &[IpNet]) -> DroppedTraffic {
+        let mut per_prefix: BTreeMap<IpNet, PrefixDrops> = prefixes
+            .iter()
+            .map(|p| (*p, PrefixDrops::default()))
+            .collect();
+        if let Some(found) = self.buckets.get(&start) {
+            for (p, d) in found {
+                per_prefix.insert(*p, d.clone());
+            }
+        }
+        DroppedTraffic {
+            per_prefix,
+            ..self.overall.clone()
+        }
+    }
 }
 
 /// What a row of the mitigation-system dimension is recorded as when it has no system.
@@ -452,46 +512,64 @@ impl Client {
             ..Default::default()
         };
         for row in drops {
-            let system = row
-                .pointer("/dimensions/mitigationSystem")
-                .and_then(Value::as_str)
-                .map(str::trim)
-                .filter(|s| !s.is_empty());
-            // A row without a system counts: when in doubt, it is an attack's traffic.
-            if system.is_some_and(|s| !q.mitigation_systems.iter().any(|m| m == s)) {
-                continue;
-            }
-            let Some(subnet) = row
-                .pointer("/dimensions/ipDestinationSubnet")
-                .and_then(Value::as_str)
-                .and_then(|s| s.trim().parse::<IpNet>().ok())
-            else {
+            if !attribute(row, q, &mut out.per_prefix) {
                 out.unparsed_rows += 1;
-                continue;
-            };
-            let (packets, bits) = (
-                number(row.pointer("/sum/packets")),
-                number(row.pointer("/sum/bits")),
-            );
-            for (prefix, drops) in out.per_prefix.iter_mut() {
-                if prefix.contains(&subnet) || subnet.contains(prefix) {
-                    match (packets, bits) {
-                        (Some(p), Some(b)) => {
-                            drops.packets += p;
-                            drops.bits += b;
-                        }
-                        _ => drops.malformed_rows += 1,
-                    }
-                    drops.systems.insert(system.unwrap_or(NO_SYSTEM).to_owned());
-                }
             }
         }
-        out.latest_minute = rows(account, "latest")?
-            .first()
-            .and_then(|r| r.pointer("/dimensions/datetimeMinute"))
-            .and_then(Value::as_str)
-            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-            .map(|t| t.with_timezone(&Utc));
+        out.latest_minute = latest_minute(account)?;
+        Ok(out)
+    }
+
+    /// The same drops as [`Client::dropped_traffic`], per five-minute bucket (the confirmation
+    /// before a withdrawal, SPEC §7.4). A row whose bucket cannot be read counts as
+    /// unattributable (the answer is then not calm).
+    pub async fn dropped_traffic_buckets(
+        &self,
+        q: &DroppedTrafficQuery<'_>,
+    ) -> Result<DroppedBuckets> {
+        let variables = json!({
+            "accountTag": self.account_id(),
+            "start": time(q.start),
+            "end": time(q.end),
+            "probeStart": time(q.probe_start),
+            "until": time(q.data_until),
+            "limit": q.limit,
+        });
+        let reply = self
+            .graphql("dropped_traffic_buckets", CONFIRM_QUERY, variables)
+            .await?;
+        let account = account(&reply.body)?;
+        let drops = rows(account, "drops")?;
+        let mut out = DroppedBuckets {
+            overall: DroppedTraffic {
+                rows: drops.len(),
+                truncated: drops.len() >= q.limit as usize,
+                served_at: reply.date,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        for row in drops {
+            let Some(bucket) = row
+                .pointer("/dimensions/datetimeFiveMinutes")
+                .and_then(Value::as_str)
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .map(|t| t.with_timezone(&Utc))
+            else {
+                out.overall.unparsed_rows += 1;
+                continue;
+            };
+            let per_prefix = out.buckets.entry(bucket).or_insert_with(|| {
+                q.prefixes
+                    .iter()
+                    .map(|p| (*p, PrefixDrops::default()))
+                    .collect()
+            });
+            if !attribute(row, q, per_prefix) {
+                out.overall.unparsed_rows += 1;
+            }
+        }
+        out.overall.latest_minute = latest_minute(account)?;
         Ok(out)
     }
 
@@ -550,6 +628,58 @@ impl Client {
             })
             .collect())
     }
+}
+
+/// Adds one drops row to the prefixes it concerns (real CIDR containment, either direction).
+/// Rows of other mitigation systems are skipped; a row without a system counts (when in
+/// doubt, it is an attack's traffic). Returns false when the row's subnet cannot be read.
+fn attribute(
+    row: &Value,
+    q: &DroppedTrafficQuery<'_>,
+    per_prefix: &mut BTreeMap<IpNet, PrefixDrops>,
+) -> bool {
+    let system = row
+        .pointer("/dimensions/mitigationSystem")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    if system.is_some_and(|s| !q.mitigation_systems.iter().any(|m| m == s)) {
+        return true;
+    }
+    let Some(subnet) = row
+        .pointer("/dimensions/ipDestinationSubnet")
+        .and_then(Value::as_str)
+        .and_then(|s| s.trim().parse::<IpNet>().ok())
+    else {
+        return false;
+    };
+    let (packets, bits) = (
+        number(row.pointer("/sum/packets")),
+        number(row.pointer("/sum/bits")),
+    );
+    for (prefix, drops) in per_prefix.iter_mut() {
+        if prefix.contains(&subnet) || subnet.contains(prefix) {
+            match (packets, bits) {
+                (Some(p), Some(b)) => {
+                    drops.packets += p;
+                    drops.bits += b;
+                }
+                _ => drops.malformed_rows += 1,
+            }
+            drops.systems.insert(system.unwrap_or(NO_SYSTEM).to_owned());
+        }
+    }
+    true
+}
+
+/// Start of the newest minute with any data (the freshness probe).
+fn latest_minute(account: &Map<String, Value>) -> Result<Option<DateTime<Utc>>> {
+    Ok(rows(account, "latest")?
+        .first()
+        .and_then(|r| r.pointer("/dimensions/datetimeMinute"))
+        .and_then(Value::as_str)
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc)))
 }
 
 /// `errors[]` of a GraphQL answer as an error (a 200 may carry them).
@@ -751,11 +881,12 @@ mod tests {
             "enabled": true,
             "availableFields": ["ipDestinationSubnet", "dimensions_mitigationSystem", "sum_packets", "sum_bits"]
         }));
-        // Either spelling of a dimension counts; datetimeMinute is in neither.
+        // Either spelling of a dimension counts; the time buckets are in neither.
         assert_eq!(
             fields.problems(CALM_FIELDS),
             vec![SettingsProblem::FieldsUnavailable(vec![
-                "dimensions_datetimeMinute".into()
+                "dimensions_datetimeMinute".into(),
+                "dimensions_datetimeFiveMinutes".into()
             ])]
         );
     }

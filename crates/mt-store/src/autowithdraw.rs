@@ -48,6 +48,9 @@ pub struct PrefixState {
     pub verify_alerted: bool,
     /// When the last "still advertised" reminder was sent.
     pub reminded_at: Option<DateTime<Utc>>,
+    /// End of the last analytics window judged for this prefix (a window starting anywhere
+    /// else breaks the calm stretch).
+    pub judged_through: Option<DateTime<Utc>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -72,6 +75,7 @@ struct Row {
     withdrawn_at: Option<String>,
     verify_alerted: bool,
     reminded_at: Option<String>,
+    judged_through: Option<String>,
 }
 
 fn time(s: Option<String>) -> Option<DateTime<Utc>> {
@@ -101,6 +105,7 @@ impl From<Row> for PrefixState {
             withdrawn_at: time(r.withdrawn_at),
             verify_alerted: r.verify_alerted,
             reminded_at: time(r.reminded_at),
+            judged_through: time(r.judged_through),
         }
     }
 }
@@ -112,8 +117,8 @@ impl WriteTx {
             "INSERT INTO autowithdraw_prefixes (prefix, advertised, advertised_modified_at, locked, \
              calm_since, last_attack_end, peak_pps, peak_mbps, systems, unknown_since, blind_alerted, \
              intent_at, attempts, next_attempt_at, last_error, failure_history_id, dry_run_notified, updated_at, \
-             withdrawn_at, verify_alerted, reminded_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21) \
+             withdrawn_at, verify_alerted, reminded_at, judged_through) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22) \
              ON CONFLICT(prefix) DO UPDATE SET advertised = excluded.advertised, \
              advertised_modified_at = excluded.advertised_modified_at, locked = excluded.locked, \
              calm_since = excluded.calm_since, last_attack_end = excluded.last_attack_end, \
@@ -124,7 +129,7 @@ impl WriteTx {
              failure_history_id = excluded.failure_history_id, \
              dry_run_notified = excluded.dry_run_notified, updated_at = excluded.updated_at, \
              withdrawn_at = excluded.withdrawn_at, verify_alerted = excluded.verify_alerted, \
-             reminded_at = excluded.reminded_at",
+             reminded_at = excluded.reminded_at, judged_through = excluded.judged_through",
         )
         .bind(&s.prefix)
         .bind(s.advertised)
@@ -147,6 +152,7 @@ impl WriteTx {
         .bind(s.withdrawn_at.map(to_db))
         .bind(s.verify_alerted)
         .bind(s.reminded_at.map(to_db))
+        .bind(s.judged_through.map(to_db))
         .execute(self.conn())
         .await?;
         Ok(())
@@ -162,7 +168,8 @@ impl Store {
              peak_pps, peak_mbps, systems, CAST(unknown_since AS TEXT) AS unknown_since, blind_alerted, \
              CAST(intent_at AS TEXT) AS intent_at, attempts, CAST(next_attempt_at AS TEXT) AS next_attempt_at, \
              last_error, failure_history_id, dry_run_notified, CAST(withdrawn_at AS TEXT) AS withdrawn_at, \
-             verify_alerted, CAST(reminded_at AS TEXT) AS reminded_at FROM autowithdraw_prefixes WHERE prefix = ?1",
+             verify_alerted, CAST(reminded_at AS TEXT) AS reminded_at, \
+             CAST(judged_through AS TEXT) AS judged_through FROM autowithdraw_prefixes WHERE prefix = ?1",
         )
         .bind(prefix)
         .fetch_optional(self.pool())

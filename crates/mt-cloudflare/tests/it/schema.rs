@@ -55,6 +55,18 @@ async fn every_document_the_client_sends_is_valid_against_cloudflares_schema() {
         .await
         .unwrap();
     cf.client
+        .dropped_traffic_buckets(&DroppedTrafficQuery {
+            start,
+            end: start + chrono::Duration::minutes(30),
+            data_until: start + chrono::Duration::minutes(33),
+            probe_start: start,
+            mitigation_systems: &systems,
+            prefixes: &prefixes,
+            limit: 10_000,
+        })
+        .await
+        .unwrap();
+    cf.client
         .dosd_events(start, start + chrono::Duration::minutes(15), 10_000)
         .await
         .unwrap();
