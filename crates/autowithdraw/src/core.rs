@@ -36,7 +36,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use ipnet::IpNet;
-use mt_store::PrefixState;
+use mt_store::{PrefixState, StartRow};
 
 use crate::judge::Verdict;
 
@@ -130,6 +130,8 @@ pub struct Observations<'a> {
     pub advertised_after_withdrawal: bool,
     /// Pins, pause, account check.
     pub holds: &'a Holds,
+    /// The judgement stopped this cycle on a window nobody could judge (it is retried).
+    pub telemetry_unknown: bool,
 }
 
 /// What the engine must record besides the state.
@@ -206,6 +208,9 @@ pub fn decide(
         apply_evidence(&mut s, e, rules);
     }
     apply_start(&mut s, obs.last_start);
+    if obs.telemetry_unknown && s.advertised {
+        s.unknown_since.get_or_insert(obs.judged_until);
+    }
     if reconciled {
         return (s, actions, Next::Idle);
     }
@@ -335,9 +340,7 @@ fn apply_evidence(s: &mut PrefixState, e: &Evidence, rules: &Rules) {
         Evidence::Judged(_, Verdict::Calm { .. }) => {
             if s.calm_since.is_none() {
                 // Time before the advertisement settled never counts as calm.
-                let settled = s
-                    .advertised_modified_at
-                    .map(|m| m + rules.advertise_settle);
+                let settled = s.advertised_modified_at.map(|m| m + rules.advertise_settle);
                 let from = settled.map_or(span.start, |t| t.max(span.start));
                 if from < span.end {
                     s.calm_since = Some(from);
@@ -377,7 +380,9 @@ fn gates(s: &PrefixState, obs: &Observations<'_>, now: DateTime<Utc>, rules: &Ru
         ));
     }
     if let Some(why) = &obs.holds.account_mismatch {
-        return Next::Hold(format!("config does not match the Cloudflare account: {why}"));
+        return Next::Hold(format!(
+            "config does not match the Cloudflare account: {why}"
+        ));
     }
     if !cidr_matches {
         return Next::Hold("the BGP prefix's CIDR on Cloudflare differs from the config".into());
@@ -473,43 +478,56 @@ pub struct Recheck<'a> {
     pub pre_withdraw: Option<String>,
 }
 
-/// Step 2: the last checks before the PATCH. `Ok` carries the state with the intent recorded
-/// (commit it before sending); `Err` the state (a late attack restarts the stretch) and why.
+/// Step 2: the last checks before the PATCH. Returns the new state and `Ok` to PATCH now (the
+/// state then carries the intent: commit it before sending) or `Err` with why not (a late
+/// attack restarts the stretch).
 pub fn confirm(
     state: &PrefixState,
     recheck: &Recheck<'_>,
     now: DateTime<Utc>,
     rules: &Rules,
-) -> Result<PrefixState, (PrefixState, String)> {
+) -> (PrefixState, Result<(), String>) {
     let mut s = state.clone();
+    let verdict = last_checks(&mut s, recheck, now, rules);
+    if verdict.is_ok() {
+        s.intent_at = Some(now);
+    }
+    (s, verdict)
+}
+
+fn last_checks(
+    s: &mut PrefixState,
+    recheck: &Recheck<'_>,
+    now: DateTime<Utc>,
+    rules: &Rules,
+) -> Result<(), String> {
     match recheck.confirmation {
         Confirmation::Calm => {}
         Confirmation::Attack { until } => {
             s.calm_since = None;
             s.last_attack_end = Some(*until);
-            return Err((
-                s,
-                "the confirmation found attack traffic that arrived late; the calm stretch restarts".into(),
-            ));
+            return Err(
+                "the confirmation found attack traffic that arrived late; the calm stretch restarts"
+                    .into(),
+            );
         }
         Confirmation::Unknown(why) => {
-            return Err((s, format!("confirmation query could not be judged: {why}")));
+            return Err(format!("confirmation query could not be judged: {why}"));
         }
     }
     if let (Some(t), Some(c)) = (recheck.last_start, s.calm_since)
         && t > c
     {
-        apply_start(&mut s, Some(t));
-        return Err((s, "a START webhook arrived since the calm stretch began".into()));
+        apply_start(s, Some(t));
+        return Err("a START webhook arrived since the calm stretch began".into());
     }
     if let Some(why) = stale(recheck.judged_until, now, rules) {
-        return Err((s, why));
+        return Err(why);
     }
     if let Some(why) = &recheck.pre_withdraw {
-        return Err((s, why.clone()));
+        return Err(why.clone());
     }
-    s.intent_at = Some(now);
-    Ok(s)
+    Ok(())
 }
 
 /// The PATCH's outcome.
@@ -579,25 +597,12 @@ pub fn after_patch(
     }
 }
 
-/// A START event as stored by the receiver.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StartEvent {
-    /// Received at.
-    pub at: DateTime<Utc>,
-    /// `alert_type`, when stored.
-    pub alert_type: Option<String>,
-    /// `target_ip`, when stored.
-    pub target_ip: Option<String>,
-    /// The configured prefix the receiver mapped it to, or a CIDR it named.
-    pub prefix: Option<String>,
-}
-
 /// Whether a START counts for `prefix` (SPEC §7.3): L7 STARTs never count (they name a
 /// hostname, not our prefixes); a START whose target address parses counts for every
 /// configured prefix containing it (a /24 inside a /23 counts for both) and for none when it
 /// lies outside them; one whose prefix names a CIDR counts for every prefix overlapping it;
 /// one with no usable target counts for every prefix (when in doubt, hold).
-pub fn start_counts(start: &StartEvent, prefix: IpNet) -> bool {
+pub fn start_counts(start: &StartRow, prefix: IpNet) -> bool {
     if start
         .alert_type
         .as_deref()
@@ -623,7 +628,7 @@ pub fn start_counts(start: &StartEvent, prefix: IpNet) -> bool {
 }
 
 /// The newest START of `starts` that counts for `prefix`.
-pub fn last_counting_start(starts: &[StartEvent], prefix: IpNet) -> Option<DateTime<Utc>> {
+pub fn last_counting_start(starts: &[StartRow], prefix: IpNet) -> Option<DateTime<Utc>> {
     starts
         .iter()
         .filter(|s| start_counts(s, prefix))
@@ -635,8 +640,8 @@ pub fn last_counting_start(starts: &[StartEvent], prefix: IpNet) -> Option<DateT
 mod tests {
     use super::*;
 
-    fn start(alert: &str, target: Option<&str>, prefix: Option<&str>) -> StartEvent {
-        StartEvent {
+    fn start(alert: &str, target: Option<&str>, prefix: Option<&str>) -> StartRow {
+        StartRow {
             at: chrono::DateTime::UNIX_EPOCH,
             alert_type: Some(alert.into()),
             target_ip: target.map(str::to_owned),
@@ -648,15 +653,29 @@ mod tests {
     fn which_starts_count_for_which_prefix() {
         let p23: IpNet = "198.51.100.0/23".parse().unwrap();
         let p24: IpNet = "198.51.100.0/24".parse().unwrap();
-        let inside = start("dos_attack_l4", Some("198.51.100.7"), Some("198.51.100.0/24"));
-        assert!(start_counts(&inside, p23) && start_counts(&inside, p24), "both the /24 and the covering /23");
+        let inside = start(
+            "dos_attack_l4",
+            Some("198.51.100.7"),
+            Some("198.51.100.0/24"),
+        );
+        assert!(
+            start_counts(&inside, p23) && start_counts(&inside, p24),
+            "both the /24 and the covering /23"
+        );
         let l7 = start("advanced_ddos_attack_l7_alert", None, None);
         assert!(!start_counts(&l7, p23), "an L7 START names a hostname");
         let outside = start("dos_attack_l4", Some("192.0.2.1"), None);
         assert!(!start_counts(&outside, p23), "outside every prefix: none");
         let blind = start("fbm_volumetric_attack", None, None);
-        assert!(start_counts(&blind, p23) && start_counts(&blind, p24), "no target: every prefix");
-        let named = start("fbm_dosd_attack", Some("not an ip"), Some("198.51.101.0/24"));
+        assert!(
+            start_counts(&blind, p23) && start_counts(&blind, p24),
+            "no target: every prefix"
+        );
+        let named = start(
+            "fbm_dosd_attack",
+            Some("not an ip"),
+            Some("198.51.101.0/24"),
+        );
         assert!(start_counts(&named, p23) && !start_counts(&named, p24));
     }
 }

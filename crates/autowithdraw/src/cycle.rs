@@ -1,10 +1,25 @@
-//! One autowithdraw cycle (SPEC §7): read the advertisement truth, judge the analytics windows
-//! not judged yet, keep the calm clock, check every gate, withdraw with a recorded intent.
+//! One autowithdraw cycle (SPEC §7): plain I/O around the pure decision in [`crate::core`].
+//!
+//! The phases, in order (each a method below):
+//! 1. [`Engine::take_lease`]: only the lease holder acts.
+//! 2. [`Engine::check_account`]: at start and hourly, the account's BGP prefixes against the
+//!    config.
+//! 3. [`Engine::read_advertisements`]: every configured prefix's BGP prefix from Cloudflare.
+//! 4. [`Engine::judge_backlog`]: the analytics windows not judged yet (or declared lost),
+//!    oldest first; nothing is persisted here.
+//! 5. [`Engine::decide`]: [`core::decide`] per prefix; the judged time, the lost gaps, every
+//!    prefix's state and what the decision records (outside changes, reconciled withdrawals,
+//!    alerts, reminders) are committed in **one** transaction.
+//! 6. [`Engine::requests`]: scheduled withdrawal requests (`pending_withdrawals`, SPEC §5).
+//! 7. [`Engine::withdraw_confirmed`]: for every prefix whose gates all hold, the confirmation
+//!    query and the re-reads ([`core::confirm`]), the intent committed, the PATCH, its outcome
+//!    ([`core::after_patch`]) recorded.
+//! 8. [`Engine::blind`] and [`Engine::publish`]: blind alerts and `prefix_calm_status`.
 //!
 //! Everything the cycle knows is persisted (`autowithdraw_prefixes`, `mt_state`), so a restart
-//! continues where it stopped: the time missed during downtime is judged first, a calm stretch
-//! is not reset, and a withdrawal decided just before a crash is reconciled with Cloudflare's
-//! state instead of being replayed blindly.
+//! continues where it stopped: the time missed during downtime is judged first, and a
+//! withdrawal decided just before a crash is reconciled with Cloudflare's state instead of
+//! being replayed blindly.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -25,10 +40,14 @@ use mt_notify::templates::{
 use mt_notify::{Message, Notifier};
 use mt_store::{
     ActionTaken, CalmUpdate, EventType, NewAttackEvent, NewWithdrawal, PrefixState, Store,
-    TelemetryGap, WithdrawMethod, WithdrawStatus,
+    TelemetryGap, WithdrawMethod, WithdrawStatus, WriteTx,
 };
 
-use crate::judge::{Thresholds, Verdict, Window, judge};
+use crate::core::{
+    self, Action, Confirmation, Evidence, Holds, Next, Observations, PatchOutcome, Reading,
+    Recheck, Recorded, Rules, Span,
+};
+use crate::judge::{Thresholds, Verdict, Window, judge, judge_buckets};
 
 /// The lease that lets one instance act; another stays passive until it expires.
 pub const LEASE_NAME: &str = "autowithdraw";
@@ -48,7 +67,7 @@ pub const AUTH_FAILED_KEY: &str = "autowithdraw.auth_failed";
 pub const JUDGED_UNTIL_KEY: &str = "autowithdraw.judged_until";
 /// Windows judged per cycle at most: after downtime, catch-up proceeds at this many windows a
 /// cycle (an hour of five-minute windows per minute), about 12 of the ~300 GraphQL queries
-/// Cloudflare allows every five minutes.
+/// Cloudflare allows every five minutes. No gate is looked at before catch-up is finished.
 pub const MAX_WINDOWS_PER_CYCLE: usize = 12;
 /// Cloudflare refuses a change of advertisement this soon after the last one.
 const CHANGE_HOLD: chrono::Duration = chrono::Duration::minutes(15);
@@ -114,20 +133,49 @@ fn span(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
-/// Resets what belongs to one incident (a new advertisement or withdrawal).
-fn new_incident(s: &mut PrefixState) {
-    s.calm_since = None;
-    s.last_attack_end = None;
-    s.peak_pps = 0.0;
-    s.peak_mbps = 0.0;
-    s.systems.clear();
-    s.intent_at = None;
-    s.attempts = 0;
-    s.next_attempt_at = None;
-    s.last_error = None;
-    s.failure_history_id = None;
-    s.dry_run_notified = false;
-    s.reminded_at = None;
+/// One configured prefix during a cycle.
+#[derive(Debug)]
+struct Tracked<'c> {
+    config: &'c PrefixConfig,
+    state: PrefixState,
+    first_sight: bool,
+    reading: Reading,
+    next: Next,
+    /// The newest counting START for the prefix (SPEC §7.3).
+    last_start: Option<DateTime<Utc>>,
+}
+
+impl Tracked<'_> {
+    fn cidr(&self) -> String {
+        self.config.cidr.to_string()
+    }
+}
+
+/// What judging the backlog produced (nothing is persisted by it).
+#[derive(Debug, Default)]
+struct Judged {
+    evidence: BTreeMap<IpNet, Vec<Evidence>>,
+    gaps: Vec<TelemetryGap>,
+    judged_until: Option<DateTime<Utc>>,
+    unknown: Option<String>,
+    windows: usize,
+}
+
+/// A withdrawal of ours to record: the event, the history row (or the request it completes),
+/// the message.
+#[derive(Debug)]
+struct WithdrawalRecord {
+    row: NewWithdrawal,
+    request: Option<i64>,
+    message: Message,
+}
+
+/// A write the decision asks for, performed in the cycle's transaction.
+#[derive(Debug)]
+enum Write {
+    Event(NewAttackEvent),
+    Message(Message),
+    Withdrawal(Box<WithdrawalRecord>),
 }
 
 impl Engine {
@@ -143,40 +191,77 @@ impl Engine {
         )
     }
 
-    /// One cycle. Only the lease holder acts; the lease lasts three intervals, so a second
-    /// instance takes over within three cycles of the first one stopping.
+    /// The decision's settings for one prefix.
+    pub fn rules(&self, p: &PrefixConfig) -> Rules {
+        let a = &self.config.autowithdraw;
+        Rules {
+            calm_period: span(a.calm_period),
+            analytics_delay: span(a.analytics_delay),
+            interval: span(a.interval),
+            advertise_settle: span(a.advertise_settle),
+            min_advertised: span(a.min_advertised),
+            withdraw_verify_after: span(a.withdraw_verify_after),
+            auto_withdraw: p.auto_withdraw,
+            dry_run: a.dry_run,
+        }
+    }
+
+    /// One cycle, as the sequence of phases the module documentation lists.
     pub async fn cycle(&self) -> Result<CycleReport, CycleError> {
         let now = self.clock.now();
         let mut report = CycleReport::default();
-        let ttl = self.config.autowithdraw.interval.saturating_mul(3);
-        if !self
-            .store
-            .acquire_lease(LEASE_NAME, &self.holder, ttl, now)
-            .await?
-        {
+        if !self.take_lease(now).await? {
             report.passive = true;
             return Ok(report);
         }
-        let mut states: BTreeMap<IpNet, (PrefixState, bool)> = BTreeMap::new();
+        let mismatched = self.check_account(now).await?;
+        let mut prefixes = self.read_advertisements(now).await?;
+        let judged = self.judge_backlog(now).await?;
+        report.windows = judged.windows;
+        report.unknown.clone_from(&judged.unknown);
+        report.lost.clone_from(&judged.gaps);
+        let judged_until = self
+            .decide(&mut prefixes, &judged, &mismatched, now, &mut report)
+            .await?;
+        self.requests(&mut prefixes, &mismatched, judged_until, now, &mut report)
+            .await?;
+        self.withdraw_confirmed(&mut prefixes, now, &mut report)
+            .await?;
+        self.blind(&mut prefixes, now).await?;
+        self.publish(&prefixes, judged_until, now).await?;
+        Ok(report)
+    }
 
-        // 1. Advertisement truth, and reconciliation of an intent left by a crash.
+    /// Only the lease holder acts; the lease lasts three intervals, so a second instance takes
+    /// over within three cycles of the first one stopping.
+    async fn take_lease(&self, now: DateTime<Utc>) -> Result<bool, CycleError> {
+        let ttl = self.config.autowithdraw.interval.saturating_mul(3);
+        Ok(self
+            .store
+            .acquire_lease(LEASE_NAME, &self.holder, ttl, now)
+            .await?)
+    }
+
+    /// Every configured prefix's saved state and Cloudflare's reading of it.
+    async fn read_advertisements(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Tracked<'_>>, CycleError> {
+        let mut out = Vec::with_capacity(self.config.prefixes.len());
         for p in &self.config.prefixes {
             let cidr = p.cidr.to_string();
             let saved = self.store.prefix_state(&cidr).await?;
             let first_sight = saved.is_none();
-            let mut s = saved.unwrap_or_else(|| PrefixState {
+            let state = saved.unwrap_or_else(|| PrefixState {
                 prefix: cidr.clone(),
                 ..PrefixState::default()
             });
-            let truth = match self
+            let reading = match self
                 .client
                 .get_bgp_prefix(&p.prefix_id, &p.bgp_prefix_id)
                 .await
             {
-                Ok(bgp) => {
-                    self.observe(p, &mut s, &bgp, first_sight, now).await?;
-                    true
-                }
+                Ok(bgp) => reading_of(p, &bgp),
                 Err(e) => {
                     if e.is_auth() {
                         tracing::error!(prefix = %cidr, error = %e, "Cloudflare refused the API token");
@@ -184,16 +269,27 @@ impl Engine {
                     } else {
                         tracing::warn!(prefix = %cidr, error = %e, "cannot read the advertisement; not acting on this prefix");
                     }
-                    false
+                    Reading::Unavailable
                 }
             };
-            states.insert(p.cidr, (s, truth));
+            out.push(Tracked {
+                config: p,
+                state,
+                first_sight,
+                reading,
+                next: Next::Idle,
+                last_start: None,
+            });
         }
+        Ok(out)
+    }
 
-        // 2. Judge the time not judged yet, oldest first.
+    /// Judges the time not judged yet, oldest first, at most [`MAX_WINDOWS_PER_CYCLE`]
+    /// windows; time older than the dataset keeps is declared lost. Persists nothing.
+    async fn judge_backlog(&self, now: DateTime<Utc>) -> Result<Judged, CycleError> {
         let a = &self.config.autowithdraw;
         let horizon = now - span(a.analytics_delay);
-        let window = span(a.window);
+        let mut window = span(a.window);
         let mut judged_until = match self
             .store
             .state(JUDGED_UNTIL_KEY)
@@ -204,6 +300,7 @@ impl Engine {
             Some(t) => t,
             None => horizon - window,
         };
+        let mut out = Judged::default();
         let prefixes: Vec<IpNet> = self.config.prefixes.iter().map(|p| p.cidr).collect();
         let thresholds = Thresholds {
             attack_min_pps: a.attack_min_pps,
@@ -213,10 +310,10 @@ impl Engine {
         // everything unknown (never calm).
         self.refresh_settings(now).await?;
         let limits = self.datasets.limits(a.window, QUERY_LIMIT);
-        let window = span(limits.max_window).min(window);
+        window = span(limits.max_window).min(window);
         let unusable = self.datasets.problems();
         if !unusable.is_empty() {
-            report.unknown = Some(format!(
+            out.unknown = Some(format!(
                 "the {} dataset cannot be queried: {}",
                 self.datasets.dataset(),
                 unusable
@@ -226,21 +323,20 @@ impl Engine {
                     .join("; ")
             ));
         }
-        // Time older than `notOlderThan` (less one interval for the query's trip) can no
-        // longer be judged: declared lost, it breaks every calm stretch, and judging resumes
-        // after it. The gap, `judged_until` and the broken stretches are saved together.
         if let Some(oldest) = limits.oldest_queryable(now, a.interval)
             && oldest + window > horizon
-            && report.unknown.is_none()
+            && out.unknown.is_none()
         {
             // Not even one window ending at the horizon can be queried: say so (unknown, so
             // the blind alert comes), rather than declaring everything lost forever in silence.
-            report.unknown = Some(format!(
+            out.unknown = Some(format!(
                 "the {} dataset's notOlderThan ({}s) is too short to judge any window (analytics_delay + interval + window)",
                 self.datasets.dataset(),
                 limits.not_older_than.unwrap_or_default().as_secs()
             ));
         }
+        // Time older than `notOlderThan` (less one interval for the query's trip) can no
+        // longer be judged: declared lost, it breaks every calm stretch.
         if let Some(oldest) = limits.oldest_queryable(now, a.interval)
             && judged_until < oldest.min(horizon)
         {
@@ -254,21 +350,22 @@ impl Engine {
                 ),
             };
             tracing::warn!(start = %gap.start, end = %gap.end, "analytics too old to judge; declared lost, calm stretches restart after it");
-            let mut tx = self.store.begin().await?;
-            for (s, _) in states.values_mut() {
-                s.calm_since = None;
-                tx.save_prefix_state(s, now).await?;
+            for p in &prefixes {
+                out.evidence
+                    .entry(*p)
+                    .or_default()
+                    .push(Evidence::Lost(Span {
+                        start: gap.start,
+                        end: gap.end,
+                    }));
             }
-            tx.insert_telemetry_gap(&gap, now).await?;
-            tx.set_state(JUDGED_UNTIL_KEY, &to_db(gap.end), now).await?;
-            tx.commit().await?;
             judged_until = gap.end;
-            report.lost.push(gap);
+            out.gaps.push(gap);
         }
         while judged_until < horizon
-            && report.windows < MAX_WINDOWS_PER_CYCLE
+            && out.windows < MAX_WINDOWS_PER_CYCLE
             && !prefixes.is_empty()
-            && report.unknown.is_none()
+            && out.unknown.is_none()
         {
             let start = judged_until;
             let end = (start + window).min(horizon);
@@ -293,162 +390,407 @@ impl Engine {
                 self.clock.now(),
                 BUCKET,
             );
-            report.windows += 1;
+            out.windows += 1;
             if let Some(Verdict::Unknown(reason)) = verdicts.values().next()
                 && verdicts.values().all(|v| matches!(v, Verdict::Unknown(_)))
             {
                 // Nothing could be judged: this window is retried next cycle.
-                report.unknown = Some(reason.to_string());
+                out.unknown = Some(reason.to_string());
                 break;
             }
             for (prefix, verdict) in verdicts {
-                let Some((s, _)) = states.get_mut(&prefix) else {
-                    continue;
-                };
-                let settled = s
-                    .advertised_modified_at
-                    .map(|m| m + span(a.advertise_settle));
-                match verdict {
-                    Verdict::Attack { pps, mbps, systems } => {
-                        s.calm_since = None;
-                        s.last_attack_end = Some(end);
-                        s.peak_pps = s.peak_pps.max(pps);
-                        s.peak_mbps = s.peak_mbps.max(mbps);
-                        for system in systems {
-                            if !s.systems.split(',').any(|x| x == system) {
-                                if !s.systems.is_empty() {
-                                    s.systems.push(',');
-                                }
-                                s.systems.push_str(&system);
-                            }
-                        }
-                        s.unknown_since = None;
-                    }
-                    Verdict::Calm { .. } => {
-                        if s.calm_since.is_none() {
-                            // Time before the advertisement settled never counts as calm.
-                            let from = settled.map_or(start, |t| t.max(start));
-                            if from < end {
-                                s.calm_since = Some(from);
-                            }
-                        }
-                        s.unknown_since = None;
-                    }
-                    Verdict::Unknown(reason) => {
-                        // This prefix's share of the window is not judged: its stretch breaks.
-                        tracing::warn!(prefix = %prefix, %reason, "window not judged for this prefix");
-                        s.calm_since = None;
-                        s.unknown_since.get_or_insert(start);
-                    }
+                if let Verdict::Unknown(reason) = &verdict {
+                    tracing::warn!(prefix = %prefix, %reason, "window not judged for this prefix");
                 }
+                out.evidence
+                    .entry(prefix)
+                    .or_default()
+                    .push(Evidence::Judged(Span { start, end }, verdict));
             }
             judged_until = end;
         }
-        if report.unknown.is_some() {
-            for (s, _) in states.values_mut().filter(|(s, _)| s.advertised) {
-                s.unknown_since.get_or_insert(judged_until);
+        out.judged_until = Some(judged_until);
+        Ok(out)
+    }
+
+    /// [`core::decide`] for every prefix, then one transaction: the judged time, the lost
+    /// gaps, every prefix's state and what the decisions record. Returns the judged time.
+    async fn decide(
+        &self,
+        prefixes: &mut [Tracked<'_>],
+        judged: &Judged,
+        mismatched: &BTreeSet<IpNet>,
+        now: DateTime<Utc>,
+        report: &mut CycleReport,
+    ) -> Result<DateTime<Utc>, CycleError> {
+        let judged_until = judged.judged_until.unwrap_or(now);
+        let pins = self.store.active_pins(now).await?;
+        let pause = self.store.active_pause(now).await?;
+        // Every START that could move a calm clock: since the oldest stretch or evidence.
+        let since = prefixes
+            .iter()
+            .filter_map(|t| t.state.calm_since)
+            .chain(judged.evidence.values().flatten().map(|e| match e {
+                Evidence::Judged(s, _) | Evidence::Lost(s) => s.start,
+            }))
+            .chain([judged_until - span(self.config.autowithdraw.calm_period)])
+            .min()
+            .unwrap_or(now);
+        let starts = self.store.starts_since(since).await?;
+        let mut writes = Vec::new();
+        for t in prefixes.iter_mut() {
+            let cidr = t.cidr();
+            let rules = self.rules(t.config);
+            let holds = Holds {
+                pinned: pins
+                    .iter()
+                    .find(|h| h.prefix == cidr)
+                    .map(|h| format!("{}: {}", h.by, h.reason)),
+                paused: pause.as_ref().map(|h| format!("{}: {}", h.by, h.reason)),
+                account_mismatch: mismatched
+                    .contains(&t.config.cidr)
+                    .then(|| "see the alert".to_owned()),
+            };
+            t.last_start = core::last_counting_start(&starts, t.config.cidr);
+            let advertised_after_withdrawal = match t.state.withdrawn_at {
+                Some(w) => {
+                    self.store
+                        .has_event_since(&cidr, "ADVERTISE", w + chrono::Duration::seconds(1))
+                        .await?
+                }
+                None => false,
+            };
+            let evidence = judged
+                .evidence
+                .get(&t.config.cidr)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let obs = Observations {
+                reading: &t.reading,
+                first_sight: t.first_sight,
+                evidence,
+                judged_until,
+                last_start: t.last_start,
+                advertised_after_withdrawal,
+                holds: &holds,
+                telemetry_unknown: judged.unknown.is_some(),
+            };
+            let (mut state, actions, next) = core::decide(&t.state, &obs, now, &rules);
+            for action in actions {
+                match action {
+                    Action::OutsideChange { advertised, at } => {
+                        tracing::info!(prefix = %cidr, advertised, "advertisement changed on Cloudflare; new incident");
+                        let (event_type, taken) = if advertised {
+                            (EventType::Advertise, ActionTaken::AutoAdvertised)
+                        } else {
+                            (EventType::Withdraw, ActionTaken::WithdrawnManual)
+                        };
+                        let since = at.unwrap_or(now) - chrono::Duration::minutes(10);
+                        if !self
+                            .store
+                            .has_event_since(&cidr, event_type.as_str(), since)
+                            .await?
+                        {
+                            writes.push(Write::Event(NewAttackEvent {
+                                prefix: Some(cidr.clone()),
+                                raw_payload: Some(
+                                    "{\"source\":\"mt-autowithdraw: change seen on Cloudflare\"}"
+                                        .into(),
+                                ),
+                                ..NewAttackEvent::new(event_type, taken, at.unwrap_or(now))
+                            }));
+                        }
+                    }
+                    Action::Reconciled => {
+                        tracing::warn!(prefix = %cidr, "a withdrawal from before a restart went through; recording it");
+                        let record = self
+                            .withdrawal_record(t.config, &t.state, now, None)
+                            .await?;
+                        writes.push(Write::Withdrawal(Box::new(record)));
+                        report.withdrawn.push(cidr.clone());
+                    }
+                    Action::NotCarriedOut { withdrawn_at } => {
+                        tracing::error!(prefix = %cidr, "Cloudflare still advertises a prefix withdrawn {} min ago", (now - withdrawn_at).num_minutes());
+                        writes.push(Write::Message(Message::OperatorAlert(OperatorAlert {
+                            title: "Withdrawal not carried out".into(),
+                            prefix: Some(cidr.clone()),
+                            details: format!(
+                                "Cloudflare still reports it advertised {} min after the withdrawal at {} UTC",
+                                (now - withdrawn_at).num_minutes(),
+                                to_db(withdrawn_at)
+                            ),
+                            consequence: "traffic still goes through Cloudflare; check the prefix on the dashboard and withdraw it by hand if needed".into(),
+                            at: now,
+                        })));
+                    }
+                    Action::WouldWithdraw => {
+                        writes.push(Write::Message(Message::WouldWithdraw(WouldWithdraw {
+                            prefix: cidr.clone(),
+                            calm_for: state
+                                .calm_since
+                                .and_then(|c| (judged_until - c).to_std().ok()),
+                            at: now,
+                        })));
+                    }
+                }
             }
+            if let Next::Hold(why) = &next {
+                if rules.dry_run && why.starts_with("dry run") {
+                    report.would_withdraw.push(cidr.clone());
+                } else {
+                    report.held.push((cidr.clone(), why.clone()));
+                }
+                if let Some(message) = self.reminder(&cidr, &mut state, why, now) {
+                    writes.push(Write::Message(message));
+                }
+            }
+            t.state = state;
+            t.next = next;
         }
         let mut tx = self.store.begin().await?;
         tx.set_state(JUDGED_UNTIL_KEY, &to_db(judged_until), now)
             .await?;
+        for gap in &judged.gaps {
+            tx.insert_telemetry_gap(gap, now).await?;
+        }
+        for t in prefixes.iter() {
+            tx.save_prefix_state(&t.state, now).await?;
+        }
+        for w in writes {
+            self.write(&mut tx, w, now).await?;
+        }
         tx.commit().await?;
+        Ok(judged_until)
+    }
 
-        // 3. A START webhook at T: no time before T counts as calm.
-        for (prefix, (s, _)) in states.iter_mut() {
-            if let Some(t) = self.store.last_start_for(&prefix.to_string()).await?
-                && s.calm_since.is_some_and(|c| c < t)
-            {
-                s.calm_since = Some(t);
+    /// Performs one [`Write`] inside `tx`.
+    async fn write(
+        &self,
+        tx: &mut WriteTx,
+        w: Write,
+        now: DateTime<Utc>,
+    ) -> Result<(), CycleError> {
+        match w {
+            Write::Event(e) => {
+                tx.insert_attack_event(&e).await?;
+            }
+            Write::Message(m) => {
+                self.notifier.queue(tx, &m, now).await?;
+            }
+            Write::Withdrawal(r) => {
+                tx.insert_attack_event(&NewAttackEvent {
+                    prefix: Some(r.row.prefix.clone()),
+                    ..NewAttackEvent::new(EventType::Withdraw, ActionTaken::WithdrawnAuto, now)
+                })
+                .await?;
+                match r.request {
+                    Some(id) => {
+                        tx.complete_pending_withdrawal(id, &r.row).await?;
+                    }
+                    None => {
+                        tx.insert_withdrawal(&r.row).await?;
+                    }
+                }
+                tx.mark_prefix_withdrawn(&r.row.prefix, now).await?;
+                self.notifier.queue(tx, &r.message, now).await?;
+                tracing::info!(prefix = %r.row.prefix, "prefix withdrawn");
             }
         }
+        Ok(())
+    }
 
-        // 4. Gates, then the withdrawal.
-        let mismatched = self.check_account(now).await?;
-        let pinned = self.store.active_pins(now).await?;
-        let paused = self.store.active_pause(now).await?;
-        self.requests(
-            &mut states,
-            &mismatched,
-            &pinned,
-            paused.as_ref(),
-            judged_until,
-            now,
-            &mut report,
-        )
-        .await?;
-        for p in &self.config.prefixes {
-            let Some((s, truth)) = states.get_mut(&p.cidr) else {
+    /// For every prefix whose gates all hold: the confirmation query and the re-reads, then
+    /// the intent, the PATCH and its outcome.
+    async fn withdraw_confirmed(
+        &self,
+        prefixes: &mut [Tracked<'_>],
+        now: DateTime<Utc>,
+        report: &mut CycleReport,
+    ) -> Result<(), CycleError> {
+        for t in prefixes.iter_mut() {
+            let Next::Confirm(range) = t.next.clone() else {
                 continue;
             };
-            if !s.advertised {
-                continue;
-            }
-            let hold = if mismatched.contains(&p.cidr) {
-                Some("config does not match the Cloudflare account (see the alert)".to_owned())
+            let cidr = t.cidr();
+            let rules = self.rules(t.config);
+            let confirmation = self.confirmation(t.config.cidr, range).await;
+            let since = t.state.calm_since.unwrap_or(range.start);
+            let starts = self.store.starts_since(since).await?;
+            let last_start = core::last_counting_start(&starts, t.config.cidr);
+            let judged_until = self
+                .store
+                .state(JUDGED_UNTIL_KEY)
+                .await?
+                .as_deref()
+                .and_then(from_db)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC);
+            // The command runs only when everything else holds.
+            let ready = confirmation == Confirmation::Calm
+                && last_start.is_none_or(|s| Some(s) <= t.state.calm_since);
+            let pre_withdraw = if ready {
+                self.pre_withdraw(t.config).await.err()
             } else {
-                self.hold_reason(p, s, *truth, &pinned, paused.as_ref(), judged_until, now)
+                None
             };
-            let hold = match hold {
-                Some(h) => Some(h),
-                None => self.pre_withdraw(p).await.err(),
+            let recheck = Recheck {
+                confirmation: &confirmation,
+                last_start,
+                judged_until,
+                pre_withdraw,
             };
-            if let Some(why) = hold {
-                self.remind(p, s, &why, now).await?;
-                report.held.push((p.cidr.to_string(), why));
-                continue;
-            }
-            if a.dry_run {
-                report.would_withdraw.push(p.cidr.to_string());
-                if !s.dry_run_notified {
+            let (state, verdict) = core::confirm(&t.state, &recheck, self.clock.now(), &rules);
+            let with_intent = match verdict {
+                Ok(()) => state,
+                Err(why) => {
+                    tracing::info!(prefix = %cidr, %why, "withdrawal held at the last check");
+                    t.state = state;
+                    report.held.push((cidr.clone(), why.clone()));
+                    let reminder = self.reminder(&cidr, &mut t.state, &why, now);
                     let mut tx = self.store.begin().await?;
-                    let message = Message::WouldWithdraw(WouldWithdraw {
-                        prefix: p.cidr.to_string(),
-                        calm_for: s.calm_since.and_then(|c| (judged_until - c).to_std().ok()),
-                        at: now,
-                    });
-                    self.notifier.queue(&mut tx, &message, now).await?;
-                    s.dry_run_notified = true;
-                    tx.save_prefix_state(s, now).await?;
+                    tx.save_prefix_state(&t.state, now).await?;
+                    if let Some(m) = reminder {
+                        self.notifier.queue(&mut tx, &m, now).await?;
+                    }
                     tx.commit().await?;
+                    t.next = Next::Hold(why);
+                    continue;
                 }
-                continue;
-            }
-            self.withdraw(p, s, now, &mut report).await?;
-        }
-
-        // 5. Blind telemetry: told once per episode, and when it recovers.
-        self.blind(&mut states, now).await?;
-
-        // 6. Persist, and keep prefix_calm_status current for its readers.
-        let mut tx = self.store.begin().await?;
-        for (prefix, (s, _)) in &states {
-            tx.save_prefix_state(s, now).await?;
-            let cidr = prefix.to_string();
-            let recent_attack = s.calm_since.is_none()
-                && s.last_attack_end
-                    .is_some_and(|e| e + window >= judged_until);
-            // A START webhook of this incident without an END since.
-            let open_start = match self.store.last_start_for(&cidr).await? {
-                Some(t) if s.advertised_modified_at.is_none_or(|m| t >= m) => {
-                    self.store.last_end_since(&cidr, t).await?.is_none()
-                }
-                _ => false,
             };
-            tx.upsert_prefix_calm_status(&CalmUpdate {
-                prefix: &cidr,
-                advertised: s.advertised,
-                under_attack: recent_attack || open_start,
-                calm_since: s.calm_since,
-                last_attack_packets: s.peak_pps.round() as i64,
-                last_attack_mbps: s.peak_mbps,
-                mitigation_systems: &s.systems,
-                updated_at: now,
-            })
-            .await?;
+            // Intent first: a crash after the PATCH is then reconciled, never replayed blindly.
+            let mut tx = self.store.begin().await?;
+            tx.save_prefix_state(&with_intent, now).await?;
+            tx.commit().await?;
+            let before = with_intent;
+            let result = self
+                .client
+                .set_advertised(&t.config.prefix_id, &t.config.bgp_prefix_id, false)
+                .await;
+            let now = self.clock.now();
+            let outcome = match &result {
+                Ok(bgp) => PatchOutcome::Done {
+                    modified_at: bgp.advertised_modified_at().map(whole_seconds),
+                },
+                Err(e) => PatchOutcome::Failed {
+                    error: e.to_string(),
+                    ambiguous: e.is_ambiguous(),
+                    retry_at: retry_at(e, &before, now),
+                },
+            };
+            let (mut state, recorded) = core::after_patch(&before, &outcome, now);
+            let mut tx = self.store.begin().await?;
+            match recorded {
+                Recorded::Success => {
+                    let record = self.withdrawal_record(t.config, &before, now, None).await?;
+                    self.write(&mut tx, Write::Withdrawal(Box::new(record)), now)
+                        .await?;
+                    report.withdrawn.push(cidr.clone());
+                }
+                Recorded::FirstFailure | Recorded::Failure => {
+                    let error = state.last_error.clone().unwrap_or_default();
+                    let notes = format!("attempts: {}; last error: {error}", state.attempts);
+                    match state.failure_history_id {
+                        Some(id) => {
+                            tx.update_withdrawal(
+                                id,
+                                WithdrawStatus::Failed,
+                                Some(now),
+                                Some(&notes),
+                            )
+                            .await?;
+                        }
+                        None => {
+                            let row = self
+                                .history(t.config, &state, now, WithdrawStatus::Failed, notes)
+                                .await?;
+                            let id = tx.insert_withdrawal(&row).await?;
+                            state.failure_history_id = Some(id);
+                            let message = Message::WithdrawalFailure(WithdrawalFailure {
+                                prefix: cidr.clone(),
+                                kind: WithdrawKind::Automatic,
+                                error: error.clone(),
+                                attempts: u32::try_from(state.attempts).unwrap_or(u32::MAX),
+                                next_attempt_at: state.next_attempt_at,
+                                at: now,
+                            });
+                            self.notifier.queue(&mut tx, &message, now).await?;
+                        }
+                    }
+                    tracing::warn!(prefix = %cidr, error = %error, attempts = state.attempts, "withdrawal failed; retrying later");
+                    report.failed.push((cidr.clone(), error));
+                }
+            }
+            tx.save_prefix_state(&state, now).await?;
+            tx.commit().await?;
+            t.state = state;
         }
-        tx.commit().await?;
-        Ok(report)
+        Ok(())
+    }
+
+    /// The confirmation query over `range` for one prefix (split to stay within the dataset's
+    /// `maxDuration`), judged bucket by bucket.
+    async fn confirmation(&self, prefix: IpNet, range: Span) -> Confirmation {
+        let a = &self.config.autowithdraw;
+        let problems = self.datasets.problems();
+        if !problems.is_empty() {
+            return Confirmation::Unknown(format!(
+                "the {} dataset cannot be queried",
+                self.datasets.dataset()
+            ));
+        }
+        let limits = self.datasets.limits(a.window, QUERY_LIMIT);
+        let chunk = span(limits.max_window).max(chrono::Duration::minutes(5));
+        let thresholds = Thresholds {
+            attack_min_pps: a.attack_min_pps,
+            attack_min_mbps: a.attack_min_mbps,
+        };
+        // Time older than the dataset keeps cannot be asked again (it was judged when it could
+        // be; what Cloudflare no longer has cannot arrive late either).
+        let mut start = match limits.oldest_queryable(self.clock.now(), a.interval) {
+            Some(oldest) => range.start.max(oldest),
+            None => range.start,
+        };
+        if start >= range.end {
+            return Confirmation::Unknown(
+                "the confirmation range is older than the dataset keeps".into(),
+            );
+        }
+        let mut unknown = None;
+        let mut attack_until = None;
+        while start < range.end {
+            let end = (start + chunk).min(range.end);
+            let data_until = self.clock.now();
+            let outcome = self
+                .client
+                .dropped_traffic_buckets(&DroppedTrafficQuery {
+                    start,
+                    end,
+                    data_until,
+                    probe_start: limits.probe_start(start, data_until),
+                    mitigation_systems: &a.mitigation_systems,
+                    prefixes: &[prefix],
+                    limit: limits.limit,
+                })
+                .await;
+            match judge_buckets(
+                &outcome,
+                Window { start, end },
+                prefix,
+                thresholds,
+                self.clock.now(),
+            ) {
+                Confirmation::Calm => {}
+                Confirmation::Attack { until } => attack_until = Some(until),
+                Confirmation::Unknown(why) => {
+                    unknown.get_or_insert(why);
+                }
+            }
+            start = end;
+        }
+        match (attack_until, unknown) {
+            (Some(until), _) => Confirmation::Attack { until },
+            (None, Some(why)) => Confirmation::Unknown(why),
+            (None, None) => Confirmation::Calm,
+        }
     }
 
     /// Reads the calm-tracking dataset's settings when due (at start and hourly); a dataset
@@ -468,140 +810,6 @@ impl Engine {
             .queue(&mut tx, &Message::OperatorAlert(message), now)
             .await?;
         tx.commit().await?;
-        Ok(())
-    }
-
-    /// While a prefix stays advertised longer than `advertised_reminder`, says why it is not
-    /// withdrawn, every `advertised_reminder`.
-    async fn remind(
-        &self,
-        p: &PrefixConfig,
-        s: &mut PrefixState,
-        why: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), CycleError> {
-        let every = span(self.config.autowithdraw.advertised_reminder);
-        let Some(since) = s.advertised_modified_at else {
-            return Ok(());
-        };
-        if now - since < every || s.reminded_at.is_some_and(|r| now - r < every) {
-            return Ok(());
-        }
-        let mut tx = self.store.begin().await?;
-        let message = Message::OperatorAlert(OperatorAlert {
-            title: "Prefix still advertised".into(),
-            prefix: Some(p.cidr.to_string()),
-            details: format!(
-                "advertised for {} h {} min and not withdrawn: {why}",
-                (now - since).num_hours(),
-                (now - since).num_minutes() % 60
-            ),
-            consequence: "traffic keeps going through Cloudflare until this clears".into(),
-            at: now,
-        });
-        self.notifier.queue(&mut tx, &message, now).await?;
-        tx.commit().await?;
-        s.reminded_at = Some(now);
-        Ok(())
-    }
-
-    /// Scheduled withdrawal requests (`pending_withdrawals`, SPEC §5): from `withdraw_after` on,
-    /// performed when every gate but the calm period holds; moved to the history when done; a
-    /// refused one stays, with `last_error` saying why.
-    #[allow(clippy::too_many_arguments)]
-    async fn requests(
-        &self,
-        states: &mut BTreeMap<IpNet, (PrefixState, bool)>,
-        mismatched: &BTreeSet<IpNet>,
-        pinned: &[mt_store::Hold],
-        paused: Option<&mt_store::Hold>,
-        judged_until: DateTime<Utc>,
-        now: DateTime<Utc>,
-        report: &mut CycleReport,
-    ) -> Result<(), CycleError> {
-        let window = span(self.config.autowithdraw.window);
-        for request in self.store.due_pending_withdrawals(now).await? {
-            let configured = request
-                .prefix
-                .as_deref()
-                .and_then(|c| c.trim().parse::<IpNet>().ok())
-                .and_then(|net| self.config.prefixes.iter().find(|p| p.cidr == net.trunc()));
-            let refusal = match configured {
-                None => Some("not a configured prefix".to_owned()),
-                Some(p) => match states.get(&p.cidr) {
-                    None => Some("not a configured prefix".to_owned()),
-                    Some((s, truth)) => {
-                        let under_attack = s.calm_since.is_none()
-                            && s.last_attack_end
-                                .is_some_and(|e| e + window >= judged_until);
-                        let cidr = p.cidr.to_string();
-                        if !truth {
-                            Some("advertisement state unknown (Cloudflare API error)".to_owned())
-                        } else if !s.advertised {
-                            Some("not advertised: nothing to withdraw".to_owned())
-                        } else if mismatched.contains(&p.cidr) {
-                            Some("config does not match the Cloudflare account".to_owned())
-                        } else if s.locked {
-                            Some("locked on Cloudflare".to_owned())
-                        } else if let Some(pin) = pinned.iter().find(|h| h.prefix == cidr) {
-                            Some(format!("pinned by {}: {}", pin.by, pin.reason))
-                        } else if let Some(pause) = paused {
-                            Some(format!("paused by {}: {}", pause.by, pause.reason))
-                        } else if under_attack {
-                            Some("under attack in the current judgement".to_owned())
-                        } else if s.unknown_since.is_some() {
-                            Some(
-                                "telemetry unknown: cannot tell whether it is under attack"
-                                    .to_owned(),
-                            )
-                        } else if s
-                            .advertised_modified_at
-                            .is_none_or(|m| now - m < span(self.config.autowithdraw.min_advertised))
-                        {
-                            Some("advertised for less than min_advertised".to_owned())
-                        } else if self.config.autowithdraw.dry_run {
-                            Some("dry run: would withdraw now".to_owned())
-                        } else {
-                            None
-                        }
-                    }
-                },
-            };
-            if let Some(reason) = refusal {
-                let mut tx = self.store.begin().await?;
-                tx.note_pending_withdrawal(request.id, &reason, None, false)
-                    .await?;
-                tx.commit().await?;
-                continue;
-            }
-            let Some(p) = configured else { continue };
-            let Some((s, _)) = states.get_mut(&p.cidr) else {
-                continue;
-            };
-            match self
-                .client
-                .set_advertised(&p.prefix_id, &p.bgp_prefix_id, false)
-                .await
-            {
-                Ok(bgp) => {
-                    self.record_withdrawn(p, s, &bgp, now, Some(&request))
-                        .await?;
-                    report.withdrawn.push(p.cidr.to_string());
-                }
-                Err(e) => {
-                    let attempts = request.retry_count.unwrap_or(0) + 1;
-                    let i = usize::try_from(attempts - 1)
-                        .unwrap_or(0)
-                        .min(BACKOFF_SECS.len() - 1);
-                    let next = now + chrono::Duration::seconds(BACKOFF_SECS[i]);
-                    let mut tx = self.store.begin().await?;
-                    tx.note_pending_withdrawal(request.id, &e.to_string(), Some(next), true)
-                        .await?;
-                    tx.commit().await?;
-                    report.failed.push((p.cidr.to_string(), e.to_string()));
-                }
-            }
-        }
         Ok(())
     }
 
@@ -736,142 +944,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Applies what Cloudflare says of a prefix to its state.
-    async fn observe(
-        &self,
-        p: &PrefixConfig,
-        s: &mut PrefixState,
-        bgp: &BgpPrefix,
-        first_sight: bool,
-        now: DateTime<Utc>,
-    ) -> Result<(), CycleError> {
-        let advertised = bgp.advertised();
-        // Stored times have whole seconds; Cloudflare's have fractions. Compared unrounded,
-        // every cycle would see a "change" and restart the calm clock forever.
-        let modified = bgp.advertised_modified_at().map(whole_seconds);
-        if let Some(intent) = s.intent_at {
-            if !advertised && modified.is_some_and(|m| m >= intent - chrono::Duration::minutes(1)) {
-                tracing::warn!(prefix = %p.cidr, "a withdrawal from before a restart went through; recording it");
-                self.record_success(p, s, bgp, now).await?;
-                return Ok(());
-            }
-            s.intent_at = None;
-        }
-        if let Some(withdrawn) = s.withdrawn_at
-            && advertised
-            && modified.is_none_or(|m| m <= withdrawn)
-        {
-            // Still advertised, with no change newer than our withdrawal: Cloudflare has not
-            // carried it out (yet). Not a new incident.
-            let verify_after = span(self.config.autowithdraw.withdraw_verify_after);
-            if !s.verify_alerted && now - withdrawn >= verify_after {
-                let mut tx = self.store.begin().await?;
-                let message = Message::OperatorAlert(OperatorAlert {
-                    title: "Withdrawal not carried out".into(),
-                    prefix: Some(p.cidr.to_string()),
-                    details: format!(
-                        "Cloudflare still reports it advertised {} min after the withdrawal at {} UTC",
-                        (now - withdrawn).num_minutes(),
-                        to_db(withdrawn)
-                    ),
-                    consequence: "traffic still goes through Cloudflare; check the prefix on the dashboard and withdraw it by hand if needed".into(),
-                    at: now,
-                });
-                self.notifier.queue(&mut tx, &message, now).await?;
-                tx.commit().await?;
-                s.verify_alerted = true;
-                tracing::error!(prefix = %p.cidr, "Cloudflare still advertises a prefix withdrawn {} min ago", (now - withdrawn).num_minutes());
-            }
-            s.advertised = true;
-            s.locked = bgp.locked();
-            return Ok(());
-        }
-        if !first_sight && modified != s.advertised_modified_at {
-            // A change we did not make (auto-advertisement, dashboard, another tool).
-            let (event_type, action) = if advertised {
-                (EventType::Advertise, ActionTaken::AutoAdvertised)
-            } else {
-                (EventType::Withdraw, ActionTaken::WithdrawnManual)
-            };
-            let since = modified.unwrap_or(now) - chrono::Duration::minutes(10);
-            if !self
-                .store
-                .has_event_since(&p.cidr.to_string(), event_type.as_str(), since)
-                .await?
-            {
-                let mut tx = self.store.begin().await?;
-                tx.insert_attack_event(&NewAttackEvent {
-                    prefix: Some(p.cidr.to_string()),
-                    raw_payload: Some(
-                        "{\"source\":\"mt-autowithdraw: change seen on Cloudflare\"}".into(),
-                    ),
-                    ..NewAttackEvent::new(event_type, action, modified.unwrap_or(now))
-                })
-                .await?;
-                tx.commit().await?;
-            }
-            tracing::info!(prefix = %p.cidr, advertised, "advertisement changed on Cloudflare; new incident");
-        }
-        if first_sight || modified != s.advertised_modified_at {
-            new_incident(s);
-        }
-        s.advertised = advertised;
-        s.advertised_modified_at = modified;
-        s.locked = bgp.locked();
-        Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn hold_reason(
-        &self,
-        p: &PrefixConfig,
-        s: &PrefixState,
-        truth: bool,
-        pinned: &[mt_store::Hold],
-        paused: Option<&mt_store::Hold>,
-        judged_until: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Option<String> {
-        let a = &self.config.autowithdraw;
-        let cidr = p.cidr.to_string();
-        if !truth {
-            return Some("advertisement state unknown (Cloudflare API error)".into());
-        }
-        if s.locked {
-            return Some("locked on Cloudflare".into());
-        }
-        if !p.auto_withdraw {
-            return Some("auto_withdraw = false".into());
-        }
-        if let Some(pin) = pinned.iter().find(|h| h.prefix == cidr) {
-            return Some(format!("pinned by {}: {}", pin.by, pin.reason));
-        }
-        if let Some(pause) = paused {
-            return Some(format!("paused by {}: {}", pause.by, pause.reason));
-        }
-        let Some(calm_since) = s.calm_since else {
-            return Some("not calm".into());
-        };
-        let calm_for = judged_until - calm_since;
-        if calm_for < span(a.calm_period) {
-            return Some(format!(
-                "calm for {}s of {}s",
-                calm_for.num_seconds().max(0),
-                a.calm_period.as_secs()
-            ));
-        }
-        match s.advertised_modified_at {
-            Some(m) if now - m >= span(a.min_advertised) => {}
-            _ => return Some("advertised for less than min_advertised".into()),
-        }
-        if let Some(next) = s.next_attempt_at
-            && next > now
-        {
-            return Some(format!("next attempt at {}", to_db(next)));
-        }
-        None
-    }
-
     /// Runs `pre_withdraw_command` with the CIDR; anything but exit 0 holds the withdrawal.
     async fn pre_withdraw(&self, p: &PrefixConfig) -> Result<(), String> {
         let command = self.config.autowithdraw.pre_withdraw_command.trim();
@@ -897,90 +969,6 @@ impl Engine {
                 PRE_WITHDRAW_TIMEOUT.as_secs()
             )),
         }
-    }
-
-    async fn withdraw(
-        &self,
-        p: &PrefixConfig,
-        s: &mut PrefixState,
-        now: DateTime<Utc>,
-        report: &mut CycleReport,
-    ) -> Result<(), CycleError> {
-        // Intent first: a crash after the PATCH is then reconciled, never replayed blindly.
-        s.intent_at = Some(now);
-        let mut tx = self.store.begin().await?;
-        tx.save_prefix_state(s, now).await?;
-        tx.commit().await?;
-        match self
-            .client
-            .set_advertised(&p.prefix_id, &p.bgp_prefix_id, false)
-            .await
-        {
-            Ok(bgp) => {
-                self.record_success(p, s, &bgp, now).await?;
-                report.withdrawn.push(p.cidr.to_string());
-            }
-            Err(e) => {
-                // A timeout (or a broken connection) leaves the outcome unknown: Cloudflare may
-                // have applied it. The intent stays, so the next cycle reconciles it with
-                // Cloudflare's state (recording our withdrawal) instead of mistaking it for a
-                // change someone else made. A definite refusal clears it.
-                if !matches!(
-                    e,
-                    mt_cloudflare::Error::Timeout | mt_cloudflare::Error::Transport(_)
-                ) {
-                    s.intent_at = None;
-                }
-                s.attempts += 1;
-                let next = if e.is_prefix_hold() {
-                    s.advertised_modified_at
-                        .map_or(now + chrono::Duration::minutes(1), |m| {
-                            (m + CHANGE_HOLD).max(now + chrono::Duration::minutes(1))
-                        })
-                } else if let Some(after) = e.retry_after() {
-                    now + span(after)
-                } else {
-                    let i = usize::try_from(s.attempts - 1)
-                        .unwrap_or(0)
-                        .min(BACKOFF_SECS.len() - 1);
-                    now + chrono::Duration::seconds(BACKOFF_SECS[i])
-                };
-                s.next_attempt_at = Some(next);
-                s.last_error = Some(e.to_string());
-                let notes = format!("attempts: {}; last error: {e}", s.attempts);
-                let mut tx = self.store.begin().await?;
-                match s.failure_history_id {
-                    Some(id) => {
-                        tx.update_withdrawal(id, WithdrawStatus::Failed, Some(now), Some(&notes))
-                            .await?;
-                    }
-                    None => {
-                        let id = tx
-                            .insert_withdrawal(
-                                &self
-                                    .history(p, s, now, WithdrawStatus::Failed, notes.clone())
-                                    .await?,
-                            )
-                            .await?;
-                        s.failure_history_id = Some(id);
-                        let message = Message::WithdrawalFailure(WithdrawalFailure {
-                            prefix: p.cidr.to_string(),
-                            kind: WithdrawKind::Automatic,
-                            error: e.to_string(),
-                            attempts: u32::try_from(s.attempts).unwrap_or(u32::MAX),
-                            next_attempt_at: Some(next),
-                            at: now,
-                        });
-                        self.notifier.queue(&mut tx, &message, now).await?;
-                    }
-                }
-                tx.save_prefix_state(s, now).await?;
-                tx.commit().await?;
-                tracing::warn!(prefix = %p.cidr, error = %e, attempts = s.attempts, "withdrawal failed; retrying later");
-                report.failed.push((p.cidr.to_string(), e.to_string()));
-            }
-        }
-        Ok(())
     }
 
     /// A `withdrawal_history` row for this incident.
@@ -1030,26 +1018,164 @@ impl Engine {
         })
     }
 
-    async fn record_success(
+    /// While a prefix stays advertised longer than `advertised_reminder`, the message saying
+    /// why it is not withdrawn, every `advertised_reminder` (recorded in the state).
+    fn reminder(
         &self,
-        p: &PrefixConfig,
+        cidr: &str,
         s: &mut PrefixState,
-        bgp: &BgpPrefix,
+        why: &str,
         now: DateTime<Utc>,
-    ) -> Result<(), CycleError> {
-        self.record_withdrawn(p, s, bgp, now, None).await
+    ) -> Option<Message> {
+        let every = span(self.config.autowithdraw.advertised_reminder);
+        let since = s.advertised_modified_at?;
+        if !s.advertised || now - since < every || s.reminded_at.is_some_and(|r| now - r < every) {
+            return None;
+        }
+        s.reminded_at = Some(now);
+        Some(Message::OperatorAlert(OperatorAlert {
+            title: "Prefix still advertised".into(),
+            prefix: Some(cidr.to_owned()),
+            details: format!(
+                "advertised for {} h {} min and not withdrawn: {why}",
+                (now - since).num_hours(),
+                (now - since).num_minutes() % 60
+            ),
+            consequence: "traffic keeps going through Cloudflare until this clears".into(),
+            at: now,
+        }))
     }
 
-    /// Records a withdrawal that went through; `request` is the `pending_withdrawals` row it
-    /// performed, if any (moved to the history).
-    async fn record_withdrawn(
+    /// Scheduled withdrawal requests (`pending_withdrawals`, SPEC §5): from `withdraw_after` on,
+    /// performed when every gate but the calm period holds; moved to the history when done; a
+    /// refused one stays, with `last_error` saying why.
+    async fn requests(
+        &self,
+        prefixes: &mut [Tracked<'_>],
+        mismatched: &BTreeSet<IpNet>,
+        judged_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        report: &mut CycleReport,
+    ) -> Result<(), CycleError> {
+        let window = span(self.config.autowithdraw.window);
+        let pinned = self.store.active_pins(now).await?;
+        let paused = self.store.active_pause(now).await?;
+        for request in self.store.due_pending_withdrawals(now).await? {
+            let target = request
+                .prefix
+                .as_deref()
+                .and_then(|c| c.trim().parse::<IpNet>().ok())
+                .and_then(|net| prefixes.iter().position(|t| t.config.cidr == net.trunc()));
+            let refusal = match target {
+                None => Some("not a configured prefix".to_owned()),
+                Some(i) => {
+                    let t = &prefixes[i];
+                    let s = &t.state;
+                    let under_attack = s.calm_since.is_none()
+                        && s.last_attack_end
+                            .is_some_and(|e| e + window >= judged_until);
+                    let cidr = t.cidr();
+                    if !matches!(t.reading, Reading::Seen { .. }) {
+                        Some("advertisement state unknown (Cloudflare API error)".to_owned())
+                    } else if !s.advertised {
+                        Some("not advertised: nothing to withdraw".to_owned())
+                    } else if core::awaiting_withdrawal(s) {
+                        Some(
+                            "already withdrawn in this incident; Cloudflare has not carried it out"
+                                .to_owned(),
+                        )
+                    } else if mismatched.contains(&t.config.cidr)
+                        || matches!(
+                            t.reading,
+                            Reading::Seen {
+                                cidr_matches: false,
+                                ..
+                            }
+                        )
+                    {
+                        Some("config does not match the Cloudflare account".to_owned())
+                    } else if s.locked {
+                        Some("locked on Cloudflare".to_owned())
+                    } else if let Some(pin) = pinned.iter().find(|h| h.prefix == cidr) {
+                        Some(format!("pinned by {}: {}", pin.by, pin.reason))
+                    } else if let Some(pause) = &paused {
+                        Some(format!("paused by {}: {}", pause.by, pause.reason))
+                    } else if under_attack {
+                        Some("under attack in the current judgement".to_owned())
+                    } else if s.unknown_since.is_some() {
+                        Some("telemetry unknown: cannot tell whether it is under attack".to_owned())
+                    } else if s
+                        .advertised_modified_at
+                        .is_none_or(|m| now - m < span(self.config.autowithdraw.min_advertised))
+                    {
+                        Some("advertised for less than min_advertised".to_owned())
+                    } else if self.config.autowithdraw.dry_run {
+                        Some("dry run: would withdraw now".to_owned())
+                    } else {
+                        None
+                    }
+                }
+            };
+            if let Some(reason) = refusal {
+                let mut tx = self.store.begin().await?;
+                tx.note_pending_withdrawal(request.id, &reason, None, false)
+                    .await?;
+                tx.commit().await?;
+                continue;
+            }
+            let Some(i) = target else { continue };
+            let t = &mut prefixes[i];
+            match self
+                .client
+                .set_advertised(&t.config.prefix_id, &t.config.bgp_prefix_id, false)
+                .await
+            {
+                Ok(bgp) => {
+                    let record = self
+                        .withdrawal_record(t.config, &t.state, now, Some(&request))
+                        .await?;
+                    let (state, _) = core::after_patch(
+                        &t.state,
+                        &PatchOutcome::Done {
+                            modified_at: bgp.advertised_modified_at().map(whole_seconds),
+                        },
+                        now,
+                    );
+                    let mut tx = self.store.begin().await?;
+                    self.write(&mut tx, Write::Withdrawal(Box::new(record)), now)
+                        .await?;
+                    tx.save_prefix_state(&state, now).await?;
+                    tx.commit().await?;
+                    t.state = state;
+                    t.next = Next::Idle;
+                    report.withdrawn.push(t.cidr());
+                }
+                Err(e) => {
+                    let attempts = request.retry_count.unwrap_or(0) + 1;
+                    let i = usize::try_from(attempts - 1)
+                        .unwrap_or(0)
+                        .min(BACKOFF_SECS.len() - 1);
+                    let next = now + chrono::Duration::seconds(BACKOFF_SECS[i]);
+                    let mut tx = self.store.begin().await?;
+                    tx.note_pending_withdrawal(request.id, &e.to_string(), Some(next), true)
+                        .await?;
+                    tx.commit().await?;
+                    report.failed.push((t.cidr(), e.to_string()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The rows of a withdrawal of ours that went through: `s` is the incident's state before
+    /// it; `request` the `pending_withdrawals` row it performed, if any.
+    async fn withdrawal_record(
         &self,
         p: &PrefixConfig,
-        s: &mut PrefixState,
-        bgp: &BgpPrefix,
+        s: &PrefixState,
         now: DateTime<Utc>,
         request: Option<&mt_store::PendingWithdrawal>,
-    ) -> Result<(), CycleError> {
+    ) -> Result<WithdrawalRecord, CycleError> {
         let notes = format!(
             "peak dropped {:.0} pps / {:.1} Mbit/s; mitigation: {}",
             s.peak_pps,
@@ -1076,21 +1202,6 @@ impl Engine {
             pick(&mut row.target_ip, &r.target_ip);
             pick(&mut row.attack_type, &r.attack_type);
         }
-        let calm_for = s.calm_since.and_then(|c| (now - c).to_std().ok());
-        let mut tx = self.store.begin().await?;
-        tx.insert_attack_event(&NewAttackEvent {
-            prefix: Some(p.cidr.to_string()),
-            ..NewAttackEvent::new(EventType::Withdraw, ActionTaken::WithdrawnAuto, now)
-        })
-        .await?;
-        match request {
-            Some(r) => {
-                tx.complete_pending_withdrawal(r.id, &row).await?;
-            }
-            None => {
-                tx.insert_withdrawal(&row).await?;
-            }
-        }
         let message = Message::WithdrawalSuccess(WithdrawalSuccess {
             prefix: p.cidr.to_string(),
             kind: if request.is_some() {
@@ -1099,7 +1210,7 @@ impl Engine {
                 WithdrawKind::Automatic
             },
             withdrawn_at: now,
-            calm_for,
+            calm_for: s.calm_since.and_then(|c| (now - c).to_std().ok()),
             advertised_for: row
                 .protection_duration_seconds
                 .and_then(|x| u64::try_from(x).ok())
@@ -1109,40 +1220,34 @@ impl Engine {
             mitigation_systems: Some(s.systems.clone()).filter(|x| !x.is_empty()),
             operator: "mt-autowithdraw".into(),
         });
-        self.notifier.queue(&mut tx, &message, now).await?;
-        new_incident(s);
-        s.advertised = false;
-        s.advertised_modified_at = bgp
-            .advertised_modified_at()
-            .map(whole_seconds)
-            .or(Some(now));
-        s.withdrawn_at = Some(now);
-        s.verify_alerted = false;
-        tx.save_prefix_state(s, now).await?;
-        tx.commit().await?;
-        tracing::info!(prefix = %p.cidr, "prefix withdrawn");
-        Ok(())
+        Ok(WithdrawalRecord {
+            row,
+            request: request.map(|r| r.id),
+            message,
+        })
     }
 
+    /// Telemetry unknown for longer than `calm_period`: told once per episode, and when it
+    /// recovers.
     async fn blind(
         &self,
-        states: &mut BTreeMap<IpNet, (PrefixState, bool)>,
+        prefixes: &mut [Tracked<'_>],
         now: DateTime<Utc>,
     ) -> Result<(), CycleError> {
         let calm_period = span(self.config.autowithdraw.calm_period);
-        let blind: Vec<IpNet> = states
-            .iter()
-            .filter(|(_, (s, _))| {
+        let blind: Vec<usize> = (0..prefixes.len())
+            .filter(|i| {
+                let s = &prefixes[*i].state;
                 s.advertised
                     && !s.blind_alerted
                     && s.unknown_since.is_some_and(|u| now - u > calm_period)
             })
-            .map(|(p, _)| *p)
             .collect();
-        let recovered: Vec<IpNet> = states
-            .iter()
-            .filter(|(_, (s, _))| s.blind_alerted && s.unknown_since.is_none())
-            .map(|(p, _)| *p)
+        let recovered: Vec<usize> = (0..prefixes.len())
+            .filter(|i| {
+                let s = &prefixes[*i].state;
+                s.blind_alerted && s.unknown_since.is_none()
+            })
             .collect();
         if blind.is_empty() && recovered.is_empty() {
             return Ok(());
@@ -1151,38 +1256,114 @@ impl Engine {
         if !blind.is_empty() {
             let since = blind
                 .iter()
-                .filter_map(|p| states[p].0.unknown_since)
+                .filter_map(|i| prefixes[*i].state.unknown_since)
                 .min()
                 .unwrap_or(now);
             let message = Message::TelemetryBlind(TelemetryBlind {
-                prefixes: blind.iter().map(ToString::to_string).collect(),
+                prefixes: blind.iter().map(|i| prefixes[*i].cidr()).collect(),
                 since,
                 reason: "dropped-traffic analytics could not be judged (see mt-autowithdraw's log)"
                     .into(),
             });
             self.notifier.queue(&mut tx, &message, now).await?;
-            for p in &blind {
-                if let Some((s, _)) = states.get_mut(p) {
-                    s.blind_alerted = true;
-                }
+            for i in &blind {
+                prefixes[*i].state.blind_alerted = true;
             }
         }
         if !recovered.is_empty() {
             let message = Message::TelemetryRecovered(TelemetryRecovered {
-                prefixes: recovered.iter().map(ToString::to_string).collect(),
+                prefixes: recovered.iter().map(|i| prefixes[*i].cidr()).collect(),
                 blind_for: calm_period.to_std().unwrap_or_default(),
                 at: now,
             });
             self.notifier.queue(&mut tx, &message, now).await?;
-            for p in &recovered {
-                if let Some((s, _)) = states.get_mut(p) {
-                    s.blind_alerted = false;
-                }
+            for i in &recovered {
+                prefixes[*i].state.blind_alerted = false;
             }
+        }
+        for t in prefixes.iter() {
+            tx.save_prefix_state(&t.state, now).await?;
         }
         tx.commit().await?;
         Ok(())
     }
+
+    /// Keeps `prefix_calm_status` current for its readers (SPEC §7.6).
+    async fn publish(
+        &self,
+        prefixes: &[Tracked<'_>],
+        judged_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), CycleError> {
+        let window = span(self.config.autowithdraw.window);
+        let mut open_starts = Vec::with_capacity(prefixes.len());
+        for t in prefixes {
+            let s = &t.state;
+            // A counting START of this incident without an END since.
+            let open = match t.last_start {
+                Some(at) if s.advertised_modified_at.is_none_or(|m| at >= m) => {
+                    self.store.last_end_since(&t.cidr(), at).await?.is_none()
+                }
+                _ => false,
+            };
+            open_starts.push(open);
+        }
+        let mut tx = self.store.begin().await?;
+        for (t, open_start) in prefixes.iter().zip(open_starts) {
+            let s = &t.state;
+            let recent_attack = s.calm_since.is_none()
+                && s.last_attack_end
+                    .is_some_and(|e| e + window >= judged_until);
+            tx.upsert_prefix_calm_status(&CalmUpdate {
+                prefix: &t.cidr(),
+                advertised: s.advertised,
+                under_attack: recent_attack || open_start,
+                calm_since: s.calm_since,
+                last_attack_packets: s.peak_pps.round() as i64,
+                last_attack_mbps: s.peak_mbps,
+                mitigation_systems: &s.systems,
+                updated_at: now,
+            })
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Cloudflare's record of a prefix, as the decision reads it.
+fn reading_of(p: &PrefixConfig, bgp: &BgpPrefix) -> Reading {
+    Reading::Seen {
+        advertised: bgp.advertised(),
+        // Stored times have whole seconds; Cloudflare's have fractions. Compared unrounded,
+        // every cycle would see a "change" and restart the calm clock forever.
+        modified_at: bgp.advertised_modified_at().map(whole_seconds),
+        locked: bgp.locked(),
+        cidr_matches: bgp
+            .cidr
+            .as_deref()
+            .and_then(|c| c.trim().parse::<IpNet>().ok())
+            .is_some_and(|c| c.trunc() == p.cidr),
+    }
+}
+
+/// When to try a failed withdrawal again: after Cloudflare's 15-minute hold, its
+/// `Retry-After`, or the capped backoff.
+fn retry_at(e: &mt_cloudflare::Error, s: &PrefixState, now: DateTime<Utc>) -> DateTime<Utc> {
+    if e.is_prefix_hold() {
+        return s
+            .advertised_modified_at
+            .map_or(now + chrono::Duration::minutes(1), |m| {
+                (m + CHANGE_HOLD).max(now + chrono::Duration::minutes(1))
+            });
+    }
+    if let Some(after) = e.retry_after() {
+        return now + span(after);
+    }
+    let i = usize::try_from(s.attempts)
+        .unwrap_or(0)
+        .min(BACKOFF_SECS.len() - 1);
+    now + chrono::Duration::seconds(BACKOFF_SECS[i])
 }
 
 /// `t` without its fraction of a second, as the database stores times.

@@ -30,7 +30,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
-use mt_cloudflare::graphql::DroppedTraffic;
+use mt_cloudflare::graphql::{CONFIRM_BUCKET, DroppedBuckets, DroppedTraffic};
+
+use crate::core::Confirmation;
 
 /// Largest accepted difference between the local clock and Cloudflare's `Date`.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(30);
@@ -212,6 +214,66 @@ pub fn judge(
         })
         .collect()
 }
+
+/// Judges the confirmation query's answer for one prefix over `range` (SPEC §7.4): every
+/// five-minute bucket of the range (the first and last cut to the range) must be calm. Any
+/// attack bucket gives [`Confirmation::Attack`] with the end of the last one (the stretch
+/// restarts after it); otherwise any bucket that cannot be judged gives
+/// [`Confirmation::Unknown`]; otherwise [`Confirmation::Calm`].
+pub fn judge_buckets(
+    outcome: &Result<DroppedBuckets, mt_cloudflare::Error>,
+    range: Window,
+    prefix: IpNet,
+    thresholds: Thresholds,
+    local_now: DateTime<Utc>,
+) -> Confirmation {
+    let answer = match outcome {
+        Ok(a) => a,
+        Err(e) => return Confirmation::Unknown(format!("confirmation query failed: {e}")),
+    };
+    let width = chrono::Duration::from_std(CONFIRM_BUCKET).unwrap_or(chrono::Duration::minutes(5));
+    let secs = width.num_seconds().max(1);
+    let floor = |t: DateTime<Utc>| {
+        DateTime::from_timestamp(t.timestamp() - t.timestamp().rem_euclid(secs), 0).unwrap_or(t)
+    };
+    let mut attack_until = None;
+    let mut unknown = None;
+    let mut bucket = floor(range.start);
+    while bucket < range.end {
+        let window = Window {
+            start: bucket.max(range.start),
+            end: (bucket + width).min(range.end),
+        };
+        let traffic = answer.bucket(bucket, &[prefix]);
+        let verdicts = judge(
+            &Ok(traffic),
+            window,
+            &[prefix],
+            thresholds,
+            local_now,
+            BUCKET_WIDTH,
+        );
+        match verdicts.get(&prefix) {
+            Some(Verdict::Calm { .. }) => {}
+            Some(Verdict::Attack { .. }) => attack_until = Some(window.end),
+            Some(Verdict::Unknown(u)) => {
+                unknown.get_or_insert_with(|| u.to_string());
+            }
+            None => {
+                unknown.get_or_insert_with(|| "no verdict".to_owned());
+            }
+        }
+        bucket += width;
+    }
+    match (attack_until, unknown) {
+        (Some(until), _) => Confirmation::Attack { until },
+        (None, Some(why)) => Confirmation::Unknown(why),
+        (None, None) => Confirmation::Calm,
+    }
+}
+
+/// The calm dataset's bucket width (one minute), for the data-lag check.
+const BUCKET_WIDTH: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {

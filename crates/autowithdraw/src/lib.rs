@@ -10,6 +10,7 @@
 //! why it is not withdrawn), and an alert when Cloudflare still advertises a prefix
 //! `withdraw_verify_after` after our withdrawal.
 
+pub mod core;
 pub mod cycle;
 pub mod daemon;
 pub mod judge;

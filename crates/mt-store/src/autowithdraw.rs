@@ -53,6 +53,27 @@ pub struct PrefixState {
     pub judged_through: Option<DateTime<Utc>>,
 }
 
+/// `created_at`, `alert_type`, `target_ip`, `prefix` of a START row, as text.
+type StartColumns = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// A START event, as autowithdraw reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartRow {
+    /// When it was received (`created_at`).
+    pub at: DateTime<Utc>,
+    /// Its alert type.
+    pub alert_type: Option<String>,
+    /// Its target address.
+    pub target_ip: Option<String>,
+    /// The configured prefix it was mapped to, or the CIDR it named.
+    pub prefix: Option<String>,
+}
+
 #[derive(sqlx::FromRow)]
 struct Row {
     prefix: String,
@@ -175,6 +196,31 @@ impl Store {
         .fetch_optional(self.pool())
         .await?;
         Ok(row.map(PrefixState::from))
+    }
+
+    /// START events received at or after `since`, newest first (at most 50,000): what
+    /// autowithdraw needs to tell which STARTs count for which prefix (SPEC §7.3).
+    pub async fn starts_since(&self, since: DateTime<Utc>) -> Result<Vec<StartRow>> {
+        let rows: Vec<StartColumns> = sqlx::query_as(
+            "SELECT CAST(created_at AS TEXT), CAST(alert_type AS TEXT), \
+                 CAST(target_ip AS TEXT), CAST(prefix AS TEXT) FROM attack_events \
+                 WHERE event_type = 'START' AND datetime(created_at) >= datetime(?1) \
+                 ORDER BY id DESC LIMIT 50000",
+        )
+        .bind(to_db(since))
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(at, alert_type, target_ip, prefix)| {
+                Some(StartRow {
+                    at: at.as_deref().and_then(from_db)?,
+                    alert_type,
+                    target_ip,
+                    prefix,
+                })
+            })
+            .collect())
     }
 
     /// The newest START event of `prefix`, or of no prefix (a START that maps to no configured

@@ -32,7 +32,7 @@ mod withdrawal;
 pub use analytics::{AnalyticsEvent, NewAnalyticsEvent, event_hash};
 pub use attack::{AttackEvent, NewAttackEvent};
 pub use audit::{AuditEntry, NewAudit};
-pub use autowithdraw::PrefixState;
+pub use autowithdraw::{PrefixState, StartRow};
 pub use calm::{CalmUpdate, PrefixCalmStatus};
 pub use error::{Error, Result};
 pub use gaps::TelemetryGap;
