@@ -614,6 +614,13 @@ impl Engine {
             let cidr = t.cidr();
             let rules = self.rules(t.config);
             let confirmation = self.confirmation(t.config.cidr, range).await;
+            // The command runs only when the confirmation found the range calm; the STARTs
+            // and the judged time are re-read after it, immediately before the PATCH.
+            let pre_withdraw = if confirmation == Confirmation::Calm {
+                self.pre_withdraw(t.config).await.err()
+            } else {
+                None
+            };
             let since = t.state.calm_since.unwrap_or(range.start);
             let starts = self.store.starts_since(since).await?;
             let last_start = core::last_counting_start(&starts, t.config.cidr);
@@ -624,14 +631,6 @@ impl Engine {
                 .as_deref()
                 .and_then(from_db)
                 .unwrap_or(DateTime::<Utc>::MIN_UTC);
-            // The command runs only when everything else holds.
-            let ready = confirmation == Confirmation::Calm
-                && last_start.is_none_or(|s| Some(s) <= t.state.calm_since);
-            let pre_withdraw = if ready {
-                self.pre_withdraw(t.config).await.err()
-            } else {
-                None
-            };
             let recheck = Recheck {
                 confirmation: &confirmation,
                 last_start,

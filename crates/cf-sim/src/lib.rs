@@ -266,6 +266,11 @@ impl Sim {
         queue.extend(std::iter::repeat_n(fault, times));
     }
 
+    /// Drops every fault still waiting for `endpoint` (the outage ends).
+    pub fn clear_faults(&self, endpoint: Endpoint) {
+        self.lock().faults.remove(&endpoint);
+    }
+
     /// The simulator's "now".
     pub fn now(&self) -> DateTime<Utc> {
         self.lock().clock.now()
@@ -297,6 +302,14 @@ impl Sim {
     /// prefix keeps its old one): a withdrawal Cloudflare "registered" but never performed.
     pub fn ignore_patches(&self, ignore: bool) {
         self.lock().ignore_patches = ignore;
+    }
+
+    /// Changes the CIDR Cloudflare reports for a BGP prefix (someone re-created it, or the
+    /// config points at the wrong id).
+    pub fn set_cidr(&self, bgp_id: &str, cidr: IpNet) {
+        if let Some(p) = self.lock().prefixes.iter_mut().find(|p| p.bgp.id == bgp_id) {
+            p.cidr = cidr;
+        }
     }
 
     /// Locks or unlocks a prefix's advertisement.

@@ -4,5 +4,6 @@
 
 mod common;
 mod daemon;
+mod paths;
 mod properties;
 mod scenarios;
