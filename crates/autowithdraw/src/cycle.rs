@@ -40,7 +40,7 @@ use mt_notify::templates::{
 use mt_notify::{Message, Notifier};
 use mt_store::{
     ActionTaken, CalmUpdate, EventType, NewAttackEvent, NewWithdrawal, PrefixState, Store,
-    TelemetryGap, WithdrawMethod, WithdrawStatus, WriteTx,
+    TelemetryGap, WithdrawMethod, WithdrawStatus, WithdrawalWrite, WriteTx,
 };
 
 use crate::core::{
@@ -578,20 +578,14 @@ impl Engine {
                 self.notifier.queue(tx, &m, now).await?;
             }
             Write::Withdrawal(r) => {
-                tx.insert_attack_event(&NewAttackEvent {
-                    prefix: Some(r.row.prefix.clone()),
-                    ..NewAttackEvent::new(EventType::Withdraw, ActionTaken::WithdrawnAuto, now)
+                tx.record_withdrawal(&WithdrawalWrite {
+                    history: &r.row,
+                    action: ActionTaken::WithdrawnAuto,
+                    event_payload: None,
+                    request: r.request,
+                    at: now,
                 })
                 .await?;
-                match r.request {
-                    Some(id) => {
-                        tx.complete_pending_withdrawal(id, &r.row).await?;
-                    }
-                    None => {
-                        tx.insert_withdrawal(&r.row).await?;
-                    }
-                }
-                tx.mark_prefix_withdrawn(&r.row.prefix, now).await?;
                 self.notifier.queue(tx, &r.message, now).await?;
                 tracing::info!(prefix = %r.row.prefix, "prefix withdrawn");
             }

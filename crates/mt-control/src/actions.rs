@@ -13,7 +13,7 @@ use mt_notify::templates::{
 use mt_notify::{Message, Notifier};
 use mt_store::{
     ActionTaken, EventType, NewAttackEvent, NewAudit, NewWithdrawal, Store, WithdrawMethod,
-    WithdrawStatus,
+    WithdrawStatus, WithdrawalWrite,
 };
 
 use crate::duration;
@@ -368,22 +368,17 @@ impl Change<'_> {
         let action = verb(advertise);
         let record = async {
             let mut tx = self.store.begin().await?;
-            let (event_type, taken) = if advertise {
-                (EventType::Advertise, ActionTaken::AdvertisedManual)
-            } else {
-                (EventType::Withdraw, ActionTaken::WithdrawnManual)
-            };
             let mut payload = serde_json::json!({ "operator": who, "via": tool });
             if let Some(note) = note {
                 payload["note"] = serde_json::Value::String(note.to_owned());
             }
-            tx.insert_attack_event(&NewAttackEvent {
-                prefix: Some(cidr.to_owned()),
-                raw_payload: Some(payload.to_string()),
-                ..NewAttackEvent::new(event_type, taken, now)
-            })
-            .await?;
             let message = if advertise {
+                tx.insert_attack_event(&NewAttackEvent {
+                    prefix: Some(cidr.to_owned()),
+                    raw_payload: Some(payload.to_string()),
+                    ..NewAttackEvent::new(EventType::Advertise, ActionTaken::AdvertisedManual, now)
+                })
+                .await?;
                 tx.mark_prefix_advertised(cidr, now).await?;
                 Message::ManualAdvertisement(ManualAdvertisement {
                     prefix: cidr.to_owned(),
@@ -396,15 +391,21 @@ impl Change<'_> {
                     notes.push_str("; ");
                     notes.push_str(note);
                 }
-                tx.insert_withdrawal(&manual_withdrawal(
+                let history = manual_withdrawal(
                     cidr,
                     self.advertised_at,
                     now,
                     WithdrawStatus::Success,
                     notes,
-                ))
+                );
+                tx.record_withdrawal(&WithdrawalWrite {
+                    history: &history,
+                    action: ActionTaken::WithdrawnManual,
+                    event_payload: Some(payload.to_string()),
+                    request: None,
+                    at: now,
+                })
                 .await?;
-                tx.mark_prefix_withdrawn(cidr, now).await?;
                 Message::WithdrawalSuccess(WithdrawalSuccess {
                     prefix: cidr.to_owned(),
                     kind: WithdrawKind::Manual,

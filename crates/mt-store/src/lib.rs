@@ -50,4 +50,6 @@ pub use webhook::{
     NewWebhookEvent, StoredIdentity, WebhookDedup, WebhookEvent, WebhookInsert, WebhookStats,
     disambiguated_alert_id, duplicate_of,
 };
-pub use withdrawal::{NewPendingWithdrawal, NewWithdrawal, PendingWithdrawal, Withdrawal};
+pub use withdrawal::{
+    NewPendingWithdrawal, NewWithdrawal, PendingWithdrawal, Withdrawal, WithdrawalWrite,
+};

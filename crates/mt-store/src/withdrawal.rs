@@ -271,6 +271,30 @@ impl WriteTx {
         Ok(id)
     }
 
+    /// Records a withdrawal that took place, the one way every path does (autowithdraw's
+    /// automatic and scheduled withdrawals, mtctl's and the dashboard's manual ones): the
+    /// `WITHDRAW` event, the `withdrawal_history` row (completing the `pending_withdrawals`
+    /// request it performed, if any — and still written if that request is gone), and
+    /// `prefix_calm_status` marked withdrawn. The caller queues its message in the same
+    /// transaction. Returns the history row id.
+    pub async fn record_withdrawal(&mut self, w: &WithdrawalWrite<'_>) -> Result<i64> {
+        self.insert_attack_event(&crate::NewAttackEvent {
+            prefix: Some(w.history.prefix.clone()),
+            raw_payload: w.event_payload.clone(),
+            ..crate::NewAttackEvent::new(crate::EventType::Withdraw, w.action, w.at)
+        })
+        .await?;
+        let id = match w.request {
+            Some(request) => match self.complete_pending_withdrawal(request, w.history).await? {
+                Some(id) => id,
+                None => self.insert_withdrawal(w.history).await?,
+            },
+            None => self.insert_withdrawal(w.history).await?,
+        };
+        self.mark_prefix_withdrawn(&w.history.prefix, w.at).await?;
+        Ok(id)
+    }
+
     /// Completes a scheduled request: records `withdrawal` in the history and deletes the
     /// request, atomically. Returns the history row id, or `None` if the request no longer
     /// exists (someone else completed or removed it; nothing is written then).
@@ -371,4 +395,19 @@ impl Store {
             .await?;
         Ok(rows)
     }
+}
+
+/// A withdrawal to record with [`WriteTx::record_withdrawal`].
+#[derive(Debug, Clone)]
+pub struct WithdrawalWrite<'a> {
+    /// The `withdrawal_history` row (status `success`).
+    pub history: &'a NewWithdrawal,
+    /// `withdrawn_auto` or `withdrawn_manual`.
+    pub action: crate::ActionTaken,
+    /// The event's `raw_payload` (who did it, through what).
+    pub event_payload: Option<String>,
+    /// The `pending_withdrawals` request it performed.
+    pub request: Option<i64>,
+    /// When.
+    pub at: DateTime<Utc>,
 }

@@ -451,12 +451,14 @@ fn run(tl: &Timeline) -> Result<Outcome, TestCaseError> {
                 check_patch(
                     tl,
                     &rules,
-                    now,
-                    judged_until,
-                    &judged,
-                    &holds,
-                    &out,
-                    cf.modified,
+                    &AtPatch {
+                        now,
+                        judged_until,
+                        judged: &judged,
+                        holds: &holds,
+                        out: &out,
+                        incident: cf.modified,
+                    },
                 )?;
                 let answer = answers.next().unwrap_or(Answer::Ok);
                 let crashed = tl.crash_after.contains(&out.patches.len());
@@ -503,18 +505,26 @@ fn run(tl: &Timeline) -> Result<Outcome, TestCaseError> {
     Ok(out)
 }
 
-/// Invariants 1–4 at a PATCH sent at `now`.
-#[allow(clippy::too_many_arguments)]
-fn check_patch(
-    tl: &Timeline,
-    rules: &Rules,
+/// What the checker knows when a PATCH is about to be sent.
+struct AtPatch<'a> {
     now: i64,
     judged_until: i64,
-    judged: &std::collections::BTreeMap<i64, bool>,
-    holds: &Holds,
-    out: &Outcome,
+    judged: &'a std::collections::BTreeMap<i64, bool>,
+    holds: &'a Holds,
+    out: &'a Outcome,
     incident: i64,
-) -> Result<(), TestCaseError> {
+}
+
+/// Invariants 1–4 at a PATCH.
+fn check_patch(tl: &Timeline, rules: &Rules, at_patch: &AtPatch<'_>) -> Result<(), TestCaseError> {
+    let AtPatch {
+        now,
+        judged_until,
+        judged,
+        holds,
+        out,
+        incident,
+    } = *at_patch;
     let (from, to) = (now - tl.delay - tl.calm_period, now - tl.delay);
     // 1. Every minute of the range calm: no attack visible now, and every judged minute of it
     //    judged calm (never unknown, lost or unjudged).
