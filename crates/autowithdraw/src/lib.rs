@@ -2,8 +2,12 @@
 //! calm long enough, and never during an attack. When in doubt it does not withdraw, and says so.
 //!
 //! - [`judge`]: one analytics window → attack, calm or unknown per prefix.
-//! - [`cycle`]: advertisement truth, catch-up judgement, calm clock, gates, the withdraw path
-//!   with a recorded intent, scheduled requests, the config-vs-account check, blind alerts.
+//! - [`core`]: the decision, pure: the incident rule, the calm clock, every gate, the
+//!   confirmation's verdict, the PATCH's outcome. Its invariants, and the tests that check
+//!   them, are in the crate's README.
+//! - [`cycle`]: the engine, plain I/O around [`core`]: advertisement truth, catch-up
+//!   judgement, one transaction per decision, the withdraw path with a recorded intent,
+//!   scheduled requests, the config-vs-account check, blind alerts.
 //! - [`daemon`]: the loop, `/metrics`, `/healthz`, sd_notify and the Telegram sender.
 //!
 //! Also: a reminder while a prefix stays advertised longer than `advertised_reminder` (saying

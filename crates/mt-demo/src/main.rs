@@ -28,6 +28,8 @@ const WEBHOOK_SECRET: &str = "demo-webhook-secret";
 const CHAT_ID: &str = "-1001234567890";
 /// How long the simulated attack lasts.
 const ATTACK: Duration = Duration::from_secs(30);
+/// calm_period + analytics_delay + 2 × interval + (window − interval) of the demo's config.
+const LIVENESS_BOUND_SECS: u64 = 20 + 4 + 2 * 2 + (10 - 2);
 const DAEMONS: [&str; 4] = [
     "mt-webhook-receiver",
     "mt-network-analytics",
@@ -367,6 +369,14 @@ async fn lifecycle(
         if ended && !advertised {
             t.say(format_args!(
                 "Cloudflare reports {CIDR} WITHDRAWN by mt-autowithdraw"
+            ));
+            // The liveness bound of mt-autowithdraw's decision core (invariant 5): the end of
+            // the last attack window + calm_period + analytics_delay + 2 × interval, plus the
+            // window's width beyond the interval (windows here are 10 s, cycles 2 s).
+            let delay = now.duration_since(started + ATTACK).as_secs_f64();
+            t.say(format_args!(
+                "withdrawn {delay:.1}s after the attack ended (liveness bound {LIVENESS_BOUND_SECS}s: \
+                 calm_period 20s + analytics_delay 4s + 2 × interval 2s + window 10s − interval 2s)"
             ));
             // Let the withdrawal's Telegram message go out before stopping.
             let wait = Instant::now() + Duration::from_secs(10);
