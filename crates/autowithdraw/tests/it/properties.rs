@@ -62,8 +62,8 @@ struct Timeline {
     attacks: Vec<(i64, i64, i64)>,
     /// Cycles (by minute range) whose analytics queries fail.
     outages: Vec<(i64, i64)>,
-    /// Counting STARTs, by the minute they are received.
-    starts: Vec<i64>,
+    /// START webhooks, by the minute they are received, and what they name.
+    starts: Vec<(i64, StartKind)>,
     pins: Vec<(i64, i64)>,
     pauses: Vec<(i64, i64)>,
     locks: Vec<(i64, i64)>,
@@ -114,8 +114,8 @@ fn spans(max_start: i64, max_len: i64, n: usize) -> impl Strategy<Value = Vec<(i
 }
 
 fn timeline() -> impl Strategy<Value = Timeline> {
-    // 30 % of runs span one to two days.
-    let minutes = prop_oneof![7 => 60i64..720, 3 => 1440i64..2880];
+    // 35 % of runs span one to two days.
+    let minutes = prop_oneof![13 => 60i64..720, 7 => 1440i64..2880];
     (
         minutes,
         prop::sample::select(vec![10i64, 15, 30]),
@@ -167,7 +167,7 @@ fn timeline() -> impl Strategy<Value = Timeline> {
                     } else {
                         Just(vec![]).boxed()
                     },
-                    prop::collection::vec(0..minutes, 0..4),
+                    prop::collection::vec((0..minutes, start_kind()), 0..4),
                     (
                         if faulty {
                             spans(minutes, 90, 2).boxed()
@@ -262,6 +262,60 @@ fn timeline() -> impl Strategy<Value = Timeline> {
                 }
             },
         )
+}
+
+/// The prefix every run is about, and what a START may name.
+const PREFIX: &str = "198.51.100.0/23";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StartKind {
+    /// L3/4, target inside the prefix.
+    Inside,
+    /// Network Flow, stored under a more specific /24 of the prefix, target inside it.
+    Covered,
+    /// No usable target (counts for every prefix).
+    NoTarget,
+    /// L7: names a hostname.
+    L7,
+    /// Target outside every configured prefix.
+    Outside,
+}
+
+impl StartKind {
+    /// Whether it counts for the prefix (SPEC §7.3), independently of the code under test.
+    fn counts(self) -> bool {
+        matches!(self, Self::Inside | Self::Covered | Self::NoTarget)
+    }
+
+    fn row(self, minute: i64) -> mt_store::StartRow {
+        let (alert, target, prefix) = match self {
+            Self::Inside => ("dos_attack_l4", Some("198.51.100.9"), Some(PREFIX)),
+            Self::Covered => (
+                "fbm_volumetric_attack",
+                Some("198.51.101.7"),
+                Some("198.51.101.0/24"),
+            ),
+            Self::NoTarget => ("fbm_dosd_attack", None, None),
+            Self::L7 => ("advanced_ddos_attack_l7_alert", None, None),
+            Self::Outside => ("dos_attack_l4", Some("192.0.2.1"), None),
+        };
+        mt_store::StartRow {
+            at: at(minute),
+            alert_type: Some(alert.into()),
+            target_ip: target.map(str::to_owned),
+            prefix: prefix.map(str::to_owned),
+        }
+    }
+}
+
+fn start_kind() -> impl Strategy<Value = StartKind> {
+    prop::sample::select(vec![
+        StartKind::Inside,
+        StartKind::Covered,
+        StartKind::NoTarget,
+        StartKind::L7,
+        StartKind::Outside,
+    ])
 }
 
 /// What Cloudflare holds.
@@ -391,7 +445,7 @@ fn run(tl: &Timeline) -> Result<Outcome, TestCaseError> {
         }
         let first_sight = persisted.is_none();
         let state = persisted.clone().unwrap_or_else(|| PrefixState {
-            prefix: "203.0.113.0/24".into(),
+            prefix: PREFIX.into(),
             ..PrefixState::default()
         });
         let reading = Reading::Seen {
@@ -405,12 +459,14 @@ fn run(tl: &Timeline) -> Result<Outcome, TestCaseError> {
             paused: within(&tl.pauses, now).then(|| "bob: change window".into()),
             account_mismatch: None,
         };
-        let last_start = tl
+        // The STARTs received so far, as the engine reads them, through the code under test.
+        let received: Vec<mt_store::StartRow> = tl
             .starts
             .iter()
-            .filter(|s| **s <= now)
-            .max()
-            .map(|s| at(*s));
+            .filter(|(m, _)| *m <= now)
+            .map(|(m, kind)| kind.row(*m))
+            .collect();
+        let last_start = core::last_counting_start(&received, PREFIX.parse().unwrap());
         let obs = Observations {
             reading: &reading,
             first_sight,
@@ -547,7 +603,7 @@ fn check_patch(tl: &Timeline, rules: &Rules, at_patch: &AtPatch<'_>) -> Result<(
     prop_assert!(
         !tl.starts
             .iter()
-            .any(|s| *s <= now && *s > now - tl.calm_period),
+            .any(|(s, kind)| kind.counts() && *s <= now && *s > now - tl.calm_period),
         "invariant 2: PATCH at {now} within calm_period of a START"
     );
     // 3. No hold, and current telemetry.
@@ -577,7 +633,13 @@ fn liveness_bound(tl: &Timeline) -> i64 {
     // The end of the judged window holding the attack's last minute.
     let grid = -tl.delay - WINDOW;
     let window_end = grid + (last_attack_end - grid + WINDOW - 1).div_euclid(WINDOW) * WINDOW;
-    let last_start = tl.starts.iter().copied().max().unwrap_or(i64::MIN);
+    let last_start = tl
+        .starts
+        .iter()
+        .filter(|(_, kind)| kind.counts())
+        .map(|(m, _)| *m)
+        .max()
+        .unwrap_or(i64::MIN);
     let settled = -tl.advertised_ago + tl.settle;
     // (and the daemon judges from its first cycle on: nothing before is judged calm).
     let calm_from = window_end.max(last_start).max(settled).max(grid);
