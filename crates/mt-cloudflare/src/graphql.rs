@@ -487,14 +487,7 @@ impl Client {
     /// prefix, attributed by real CIDR containment (v4 and v6). A row whose subnet overlaps a
     /// prefix in either direction counts for it: when in doubt, traffic counts as attack.
     pub async fn dropped_traffic(&self, q: &DroppedTrafficQuery<'_>) -> Result<DroppedTraffic> {
-        let variables = json!({
-            "accountTag": self.account_id(),
-            "start": time(q.start),
-            "end": time(q.end),
-            "probeStart": time(q.probe_start),
-            "until": time(q.data_until),
-            "limit": q.limit,
-        });
+        let variables = self.calm_variables(q);
         let reply = self
             .graphql("dropped_traffic", CALM_QUERY, variables)
             .await?;
@@ -527,14 +520,7 @@ impl Client {
         &self,
         q: &DroppedTrafficQuery<'_>,
     ) -> Result<DroppedBuckets> {
-        let variables = json!({
-            "accountTag": self.account_id(),
-            "start": time(q.start),
-            "end": time(q.end),
-            "probeStart": time(q.probe_start),
-            "until": time(q.data_until),
-            "limit": q.limit,
-        });
+        let variables = self.calm_variables(q);
         let reply = self
             .graphql("dropped_traffic_buckets", CONFIRM_QUERY, variables)
             .await?;
@@ -571,6 +557,18 @@ impl Client {
         }
         out.overall.latest_minute = latest_minute(account)?;
         Ok(out)
+    }
+
+    /// The variables of the calm and confirmation queries.
+    fn calm_variables(&self, q: &DroppedTrafficQuery<'_>) -> Value {
+        json!({
+            "accountTag": self.account_id(),
+            "start": time(q.start),
+            "end": time(q.end),
+            "probeStart": time(q.probe_start),
+            "until": time(q.data_until),
+            "limit": q.limit,
+        })
     }
 
     /// dosd dropped-traffic events in `(start, end)`, newest first, at most `limit` rows.

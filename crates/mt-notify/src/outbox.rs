@@ -170,7 +170,7 @@ pub struct Policy {
     pub backoff_cap: Duration,
     /// Longest `retry_after` honoured as given.
     pub retry_after_cap: Duration,
-    /// Refusals of one message before it is marked failed.
+    /// Refusals of one message before it is marked failed (0 counts as 1).
     pub max_refusals: u32,
     /// First pause of a refused chat; doubles per consecutive refusal.
     pub chat_pause_base: Duration,
@@ -245,7 +245,7 @@ pub fn settle(
             refused: false,
         },
         Some(Refusal::Message | Refusal::Markup) => {
-            if before.refusals.saturating_add(1) >= policy.max_refusals {
+            if before.refusals.saturating_add(1) >= policy.max_refusals.max(1) {
                 Settlement::Failed
             } else {
                 Settlement::Retry {

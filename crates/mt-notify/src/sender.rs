@@ -42,32 +42,8 @@ pub struct SenderOptions {
     pub lease_ttl: Duration,
     /// Total timeout of one Telegram request.
     pub request_timeout: Duration,
-    /// First retry delay after a network error or 5xx; doubles per attempt.
-    pub backoff_base: Duration,
-    /// Longest retry delay.
-    pub backoff_cap: Duration,
-    /// Longest `retry_after` honoured as given (protects against absurd values).
-    pub retry_after_cap: Duration,
-    /// Permanent refusals of one message (a 400 about it) before it is marked failed.
-    pub max_refusals: u32,
-    /// First pause of a chat Telegram refused (bot kicked, chat not found, migrated group);
-    /// doubles per consecutive refusal.
-    pub chat_pause_base: Duration,
-    /// Longest pause of a refused chat.
-    pub chat_pause_cap: Duration,
-}
-
-impl SenderOptions {
-    fn policy(&self) -> Policy {
-        Policy {
-            backoff_base: self.backoff_base,
-            backoff_cap: self.backoff_cap,
-            retry_after_cap: self.retry_after_cap,
-            max_refusals: self.max_refusals.max(1),
-            chat_pause_base: self.chat_pause_base,
-            chat_pause_cap: self.chat_pause_cap,
-        }
-    }
+    /// Retries, refusals and chat pauses (SPEC §10).
+    pub policy: Policy,
 }
 
 impl Default for SenderOptions {
@@ -78,12 +54,7 @@ impl Default for SenderOptions {
             poll_interval: Duration::from_secs(1),
             lease_ttl: Duration::from_secs(45),
             request_timeout: Duration::from_secs(15),
-            backoff_base: Duration::from_secs(2),
-            backoff_cap: Duration::from_secs(300),
-            retry_after_cap: Duration::from_secs(3600),
-            max_refusals: 3,
-            chat_pause_base: Duration::from_secs(60),
-            chat_pause_cap: Duration::from_secs(900),
+            policy: Policy::default(),
         }
     }
 }
@@ -322,7 +293,7 @@ impl Sender {
         let refusal = result.as_ref().err().map(classify);
         let error = result.as_ref().err().map(describe).unwrap_or_default();
         let now = self.clock.now();
-        match settle(refusal.as_ref(), before, &self.options.policy(), now) {
+        match settle(refusal.as_ref(), before, &self.options.policy, now) {
             Settlement::Delivered => {
                 tracing::info!(id = message.id, kind = %message.kind, "notification delivered");
                 if let Err(e) = self

@@ -37,6 +37,17 @@ pub fn attack(ip: &str, from: i64, to: i64) -> TrafficSpec {
 }
 
 impl World {
+    /// The usual world: 203.0.113.0/24 advertised 30 minutes ago, attacked until 10 minutes
+    /// after the start.
+    pub async fn attacked_p24() -> Self {
+        Self::new(
+            vec![prefix("p24", "203.0.113.0/24", 1800)],
+            vec![attack("203.0.113.10", -1800, 600)],
+            "",
+        )
+        .await
+    }
+
     /// `extra` is appended to the config (e.g. `dry_run = true` under [autowithdraw]).
     pub async fn new(prefixes: Vec<PrefixSpec>, traffic: Vec<TrafficSpec>, extra: &str) -> Self {
         let clock = ManualClock::new(Utc::now());

@@ -36,12 +36,7 @@ async fn judged_until(w: &World) -> Option<String> {
 /// minutes old. Now: no withdrawal until the telemetry is current again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pin_that_ends_while_analytics_fail_never_releases_old_calm() {
-    let w = World::new(
-        vec![prefix("p24", "203.0.113.0/24", 1800)],
-        vec![attack("203.0.113.10", -1800, 600)],
-        "",
-    )
-    .await;
+    let w = World::attacked_p24().await;
     let pin_until = w.now() + chrono::Duration::seconds(600 + CALM_AND_DELAY + 600);
     let mut tx = w.store.begin().await.unwrap();
     tx.pin_prefix(
@@ -129,12 +124,7 @@ async fn after_downtime_catch_up_finishes_before_any_gate() {
 /// it, as a full disk would): the judged time must not move either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_state_write_keeps_the_judged_time_back() {
-    let w = World::new(
-        vec![prefix("p24", "203.0.113.0/24", 1800)],
-        vec![attack("203.0.113.10", -1800, 600)],
-        "",
-    )
-    .await;
+    let w = World::attacked_p24().await;
     for _ in 0..5 {
         w.step().await;
     }
@@ -179,12 +169,7 @@ async fn a_failed_state_write_keeps_the_judged_time_back() {
 /// and the stretch restarts after them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_rows_are_caught_by_the_confirmation() {
-    let w = World::new(
-        vec![prefix("p24", "203.0.113.0/24", 1800)],
-        vec![attack("203.0.113.10", -1800, 600)],
-        "",
-    )
-    .await;
+    let w = World::attacked_p24().await;
     while w.t() < 600 + CALM_AND_DELAY - 60 {
         assert!(w.step().await.withdrawn.is_empty());
     }
@@ -299,12 +284,7 @@ async fn a_start_under_a_more_specific_prefix_resets_the_covering_one() {
 /// clock. Now: neither counts, and the prefix is withdrawn on time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l7_and_outside_starts_reset_no_calm_clock() {
-    let w = World::new(
-        vec![prefix("p24", "203.0.113.0/24", 1800)],
-        vec![attack("203.0.113.10", -1800, 600)],
-        "",
-    )
-    .await;
+    let w = World::attacked_p24().await;
     while w.t() < 600 + 600 {
         w.step().await;
     }
@@ -329,12 +309,7 @@ async fn a_start_received_just_before_the_patch_stops_it() {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("pre-withdraw.sh");
     // The engine's clock is the simulator's; the START is dated inside the calm stretch.
-    let w0 = World::new(
-        vec![prefix("p24", "203.0.113.0/24", 1800)],
-        vec![attack("203.0.113.10", -1800, 600)],
-        "",
-    )
-    .await;
+    let w0 = World::attacked_p24().await;
     let start_at =
         mt_common::timefmt::to_db(w0.now() + chrono::Duration::seconds(600 + CALM_AND_DELAY - 30));
     let db = w0.engine.config.database.path.clone();
@@ -380,12 +355,7 @@ async fn a_start_received_just_before_the_patch_stops_it() {
 /// the operator is alerted instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_withdrawal_not_carried_out_is_never_patched_twice() {
-    let w = World::new(
-        vec![prefix("p24", "203.0.113.0/24", 1800)],
-        vec![attack("203.0.113.10", -1800, 600)],
-        "",
-    )
-    .await;
+    let w = World::attacked_p24().await;
     w.sim.sim.ignore_patches(true);
     while w.t() <= 600 + CALM_AND_DELAY + 2 * 3600 {
         w.step().await;
@@ -407,12 +377,7 @@ async fn a_withdrawal_not_carried_out_is_never_patched_twice() {
 /// withdrawn. Now: the CIDR read every cycle must match.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cidr_that_no_longer_matches_is_never_acted_on() {
-    let w = World::new(
-        vec![prefix("p24", "203.0.113.0/24", 1800)],
-        vec![attack("203.0.113.10", -1800, 600)],
-        "",
-    )
-    .await;
+    let w = World::attacked_p24().await;
     for _ in 0..5 {
         w.step().await;
     }

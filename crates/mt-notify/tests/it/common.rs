@@ -243,12 +243,7 @@ pub fn fast_options() -> SenderOptions {
         poll_interval: Duration::from_millis(10),
         lease_ttl: Duration::from_secs(30),
         request_timeout: Duration::from_millis(400),
-        backoff_base: Duration::from_secs(2),
-        backoff_cap: Duration::from_secs(300),
-        retry_after_cap: Duration::from_secs(3600),
-        max_refusals: 3,
-        chat_pause_base: Duration::from_secs(60),
-        chat_pause_cap: Duration::from_secs(900),
+        policy: mt_notify::outbox::Policy::default(),
     }
 }
 
