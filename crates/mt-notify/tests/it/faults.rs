@@ -129,8 +129,9 @@ async fn a_refused_chat_pauses_keeps_its_queue_and_never_blocks_other_chats() {
     h.enqueue_for_chat("4242", 3..6).await;
     let (task, stop) = h.spawn(h.sender(h.store.clone()));
 
-    eventually("the other chat delivered", || async {
-        h.telegram.delivered().len() == 3
+    // Telegram counts a message as delivered before the sender records it: wait for both.
+    eventually("the other chat delivered and recorded", || async {
+        h.telegram.delivered().len() == 3 && h.queued().await == 3
     })
     .await;
     assert_eq!(names(&h.telegram.delivered_texts()), expected(3..6));
