@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{TimeZone, Utc};
+use chrono::{Duration as Span, TimeZone, Utc};
 use mt_common::ManualClock;
 use mt_common::config::Config;
 use mt_notify::templates::GenericAlert;
@@ -348,6 +348,19 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("timed out waiting for: {what}");
+}
+
+/// Advances logical time by `step` before each poll until `condition` holds.
+pub async fn advancing_until<F, Fut>(h: &Harness, what: &str, step: Span, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    eventually(what, || {
+        h.clock.advance(step);
+        condition()
+    })
+    .await;
 }
 
 pub trait ClockExt {

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use chrono::Duration as Span;
-use mt_notify::LEASE_NAME;
 use mt_notify::markdown::to_plain;
+use mt_notify::{LEASE_NAME, Sender, SenderOptions};
 
 use crate::common::*;
 
@@ -28,12 +28,11 @@ async fn an_outage_then_recovery_delivers_every_message_once_in_order() {
         h.telegram.requests() >= 1
     })
     .await;
-    for _ in 0..40 {
-        h.clock.advance(Span::seconds(30));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    advancing_until(&h, "a second failed attempt", Span::seconds(30), || async {
+        h.store.next_notification().await.unwrap().unwrap().attempts >= 2
+    })
+    .await;
     let head = h.store.next_notification().await.unwrap().unwrap();
-    assert!(head.attempts >= 2, "retried during the outage: {head:?}");
     let error = head.last_error.unwrap_or_default();
     println!("last_error during the outage: {error}");
     assert!(error.contains("timed out"), "{error}");
@@ -185,13 +184,30 @@ async fn queuing_never_waits_for_a_hung_telegram() {
     let h = Harness::new(true).await;
     h.telegram.set_outage(true);
     h.enqueue(0..1).await;
-    let (_task, stop) = h.spawn(h.sender(h.store.clone()));
+    // A send that hangs for a minute (real time): it stays in flight during the whole test.
+    let options = SenderOptions {
+        request_timeout: Duration::from_secs(60),
+        ..fast_options()
+    };
+    let sender = Sender::new(&h.config, h.store.clone(), h.clock.shared(), options).unwrap();
+    let (_task, stop) = h.spawn(sender);
     eventually("a send in flight", || async { h.telegram.requests() >= 1 }).await;
-    // While the sender waits on Telegram, an event and its message commit at once.
-    tokio::time::timeout(Duration::from_secs(5), h.enqueue(1..50))
+    // While the sender waits on Telegram, events and their messages still commit (the budget
+    // is generous for a loaded machine; a queue waiting on Telegram would take the full minute).
+    tokio::time::timeout(Duration::from_secs(20), h.enqueue(1..50))
         .await
         .expect("queuing is independent of Telegram");
     assert_eq!(h.queued().await, 50);
+    assert_eq!(
+        h.telegram.requests(),
+        1,
+        "the hung send was still in flight"
+    );
+    let head = h.store.next_notification().await.unwrap().unwrap();
+    assert_eq!(
+        head.attempts, 0,
+        "the hung attempt is not yet settled: {head:?}"
+    );
     stop.cancel();
 }
 
