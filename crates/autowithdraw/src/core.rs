@@ -14,6 +14,11 @@
 //!    it returns carries the intent, which the engine commits before sending.
 //! 3. [`after_patch`]: the PATCH's outcome.
 //!
+//! A scheduled request (`pending_withdrawals`, SPEC §5) that is due goes through
+//! [`request_gates`] after [`decide`] (every gate but the calm period and `auto_withdraw`,
+//! plus "not under attack" and "made during this advertisement"), then [`confirm_request`]
+//! immediately before the PATCH, then the same [`after_patch`].
+//!
 //! Invariants (the property tests name them):
 //! 1. **Calm evidence only.** No PATCH unless every minute of `[t − analytics_delay −
 //!    calm_period, t − analytics_delay]` was judged calm for the prefix: no attack, unknown,
@@ -33,6 +38,11 @@
 //!    when windows are wider than the interval), and not before `min_advertised`.
 //! 6. **Reload.** The state is exactly what is persisted (times in whole seconds): a state
 //!    reloaded after a restart leads to the same decisions.
+//! 7. **Requests.** A request is never performed while the newest judged window for the
+//!    prefix is not calm (attack, unknown, lost), when a counting START was received since
+//!    that window began (an END does not unblock), or when it was made before the current
+//!    advertisement (or has no `created_at`); it shares invariants 3 and 4 with the automatic
+//!    path.
 
 use chrono::{DateTime, Duration, Utc};
 use ipnet::IpNet;
@@ -49,6 +59,8 @@ pub struct Rules {
     pub analytics_delay: Duration,
     /// Cycle interval.
     pub interval: Duration,
+    /// The configured analytics window (the widest a judged window can be).
+    pub window: Duration,
     /// Time after an advertisement that never counts as calm.
     pub advertise_settle: Duration,
     /// Shortest advertisement before a withdrawal.
@@ -365,42 +377,89 @@ fn apply_start(s: &mut PrefixState, last_start: Option<DateTime<Utc>>) {
     }
 }
 
-/// Every gate of SPEC §7.4 that can be checked before the confirmation.
-fn gates(s: &PrefixState, obs: &Observations<'_>, now: DateTime<Utc>, rules: &Rules) -> Next {
-    let Reading::Seen { cidr_matches, .. } = obs.reading else {
-        return Next::Hold("advertisement state unknown (Cloudflare API error)".into());
+/// The gates automatic withdrawals and requests share (SPEC §7.4), in order; `auto` adds
+/// `auto_withdraw`. `Err` is the hold ([`Next::Idle`] when not advertised).
+fn shared_gates(
+    s: &PrefixState,
+    reading: &Reading,
+    holds: &Holds,
+    judged_until: DateTime<Utc>,
+    now: DateTime<Utc>,
+    rules: &Rules,
+    auto: bool,
+) -> Result<(), Next> {
+    let Reading::Seen { cidr_matches, .. } = reading else {
+        return Err(Next::Hold(
+            "advertisement state unknown (Cloudflare API error)".into(),
+        ));
     };
     if !s.advertised {
-        return Next::Idle;
+        return Err(Next::Idle);
     }
     if awaiting_withdrawal(s) {
-        return Next::Hold(format!(
+        return Err(Next::Hold(format!(
             "withdrawn at {} UTC; Cloudflare still reports it advertised (no second withdrawal in one incident)",
             mt_common::timefmt::to_db(s.withdrawn_at.unwrap_or(now))
-        ));
+        )));
     }
-    if let Some(why) = &obs.holds.account_mismatch {
-        return Next::Hold(format!(
+    if let Some(why) = &holds.account_mismatch {
+        return Err(Next::Hold(format!(
             "config does not match the Cloudflare account: {why}"
-        ));
+        )));
     }
     if !cidr_matches {
-        return Next::Hold("the BGP prefix's CIDR on Cloudflare differs from the config".into());
+        return Err(Next::Hold(
+            "the BGP prefix's CIDR on Cloudflare differs from the config".into(),
+        ));
     }
     if s.locked {
-        return Next::Hold("locked on Cloudflare".into());
+        return Err(Next::Hold("locked on Cloudflare".into()));
     }
-    if !rules.auto_withdraw {
-        return Next::Hold("auto_withdraw = false".into());
+    if auto && !rules.auto_withdraw {
+        return Err(Next::Hold("auto_withdraw = false".into()));
     }
-    if let Some(pin) = &obs.holds.pinned {
-        return Next::Hold(format!("pinned by {pin}"));
+    if let Some(pin) = &holds.pinned {
+        return Err(Next::Hold(format!("pinned by {pin}")));
     }
-    if let Some(pause) = &obs.holds.paused {
-        return Next::Hold(format!("paused by {pause}"));
+    if let Some(pause) = &holds.paused {
+        return Err(Next::Hold(format!("paused by {pause}")));
     }
-    if let Some(why) = stale(obs.judged_until, now, rules) {
-        return Next::Hold(why);
+    if let Some(why) = stale(judged_until, now, rules) {
+        return Err(Next::Hold(why));
+    }
+    Ok(())
+}
+
+/// The gates that come after the calm period (both paths): `min_advertised`, the backoff
+/// after a failed attempt.
+fn late_gates(s: &PrefixState, now: DateTime<Utc>, rules: &Rules) -> Result<(), String> {
+    match s.advertised_modified_at {
+        Some(m) if now - m >= rules.min_advertised => {}
+        _ => return Err("advertised for less than min_advertised".into()),
+    }
+    if let Some(next) = s.next_attempt_at
+        && next > now
+    {
+        return Err(format!(
+            "next attempt at {} UTC",
+            mt_common::timefmt::to_db(next)
+        ));
+    }
+    Ok(())
+}
+
+/// Every gate of SPEC §7.4 that can be checked before the confirmation.
+fn gates(s: &PrefixState, obs: &Observations<'_>, now: DateTime<Utc>, rules: &Rules) -> Next {
+    if let Err(next) = shared_gates(
+        s,
+        obs.reading,
+        obs.holds,
+        obs.judged_until,
+        now,
+        rules,
+        true,
+    ) {
+        return next;
     }
     let Some(calm_since) = s.calm_since else {
         return Next::Hold("not calm".into());
@@ -413,19 +472,166 @@ fn gates(s: &PrefixState, obs: &Observations<'_>, now: DateTime<Utc>, rules: &Ru
             rules.calm_period.num_seconds()
         ));
     }
-    match s.advertised_modified_at {
-        Some(m) if now - m >= rules.min_advertised => {}
-        _ => return Next::Hold("advertised for less than min_advertised".into()),
-    }
-    if let Some(next) = s.next_attempt_at
-        && next > now
-    {
-        return Next::Hold(format!(
-            "next attempt at {} UTC",
-            mt_common::timefmt::to_db(next)
-        ));
+    if let Err(why) = late_gates(s, now, rules) {
+        return Next::Hold(why);
     }
     Next::Confirm(confirmation_range(calm_since, now, rules))
+}
+
+/// A scheduled withdrawal request (`pending_withdrawals`, SPEC §5) that is due.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// Its `created_at` (`None` when empty or unreadable: a legacy row).
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// What a request is judged against this cycle (as [`decide`] saw it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestObservations<'a> {
+    /// Cloudflare's record.
+    pub reading: &'a Reading,
+    /// Pins, pause, account check.
+    pub holds: &'a Holds,
+    /// The end of the judged time.
+    pub judged_until: DateTime<Utc>,
+    /// The newest counting START for the prefix.
+    pub last_start: Option<DateTime<Utc>>,
+}
+
+/// What becomes of a due request this cycle.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RequestNext {
+    /// Not now: it stays pending, with why.
+    Refuse(String),
+    /// Made before the current advertisement (or without `created_at`): never performed; it
+    /// is marked failed, with why, and the operator is told once.
+    Stale(String),
+    /// Every gate holds: run `pre_withdraw_command`, re-read, then [`confirm_request`].
+    Perform,
+}
+
+/// The gates of a due request (SPEC §5): every gate of §7.4 but the calm period, its
+/// confirmation and `auto_withdraw`; made during the current advertisement; not under attack.
+pub fn request_gates(
+    s: &PrefixState,
+    request: &Request,
+    obs: &RequestObservations<'_>,
+    now: DateTime<Utc>,
+    rules: &Rules,
+) -> RequestNext {
+    if let Reading::Seen { .. } = obs.reading
+        && let Some(why) = stale_request(s, request)
+    {
+        return RequestNext::Stale(why);
+    }
+    match shared_gates(
+        s,
+        obs.reading,
+        obs.holds,
+        obs.judged_until,
+        now,
+        rules,
+        false,
+    ) {
+        Ok(()) => {}
+        Err(Next::Hold(why)) => return RequestNext::Refuse(why),
+        Err(_) => return RequestNext::Refuse("not advertised: nothing to withdraw".into()),
+    }
+    if let Some(why) = request_attack(s, obs.last_start, rules) {
+        return RequestNext::Refuse(why);
+    }
+    if let Err(why) = late_gates(s, now, rules) {
+        return RequestNext::Refuse(why);
+    }
+    if rules.dry_run {
+        return RequestNext::Refuse("dry run: would withdraw now".into());
+    }
+    RequestNext::Perform
+}
+
+/// A request belongs to the advertisement it was made during (SPEC §5).
+fn stale_request(s: &PrefixState, request: &Request) -> Option<String> {
+    let Some(created) = request.created_at else {
+        return Some(
+            "created_at is empty (a legacy row): it cannot be matched to an advertisement, so it is never performed; delete it and insert a new one".into(),
+        );
+    };
+    let changed = s.advertised_modified_at?;
+    (created < changed).then(|| {
+        format!(
+            "made at {} UTC, before the prefix was {} at {} UTC: it belonged to an earlier advertisement and is never performed; delete it and insert a new one",
+            mt_common::timefmt::to_db(created),
+            if s.advertised { "advertised" } else { "withdrawn" },
+            mt_common::timefmt::to_db(changed)
+        )
+    })
+}
+
+/// "Under attack" for a request: the newest judged window for the prefix is not calm, or a
+/// counting START was received since it began. The window's start is taken as `judged_through
+/// − window` (windows are never wider), so a START is never missed.
+fn request_attack(
+    s: &PrefixState,
+    last_start: Option<DateTime<Utc>>,
+    rules: &Rules,
+) -> Option<String> {
+    let Some(through) = s.judged_through else {
+        return Some("no window judged for it yet".into());
+    };
+    if s.unknown_since.is_some() {
+        return Some("telemetry unknown: cannot tell whether it is under attack".into());
+    }
+    if s.last_attack_end.is_some_and(|e| e >= through) {
+        return Some("under attack in the current judgement".into());
+    }
+    if s.calm_since.is_none() {
+        return Some(
+            "the newest judged window is not calm evidence (lost time, or the advertisement has not settled)"
+                .into(),
+        );
+    }
+    if let Some(t) = last_start
+        && t >= through - rules.window
+    {
+        return Some(format!(
+            "a START webhook was received at {} UTC, since the newest judged window began",
+            mt_common::timefmt::to_db(t)
+        ));
+    }
+    None
+}
+
+/// What is re-read immediately before a request's PATCH.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestRecheck {
+    /// The newest counting START, re-read now.
+    pub last_start: Option<DateTime<Utc>>,
+    /// The judged time, re-read now.
+    pub judged_until: DateTime<Utc>,
+    /// `pre_withdraw_command`'s refusal, if it refused.
+    pub pre_withdraw: Option<String>,
+}
+
+/// The last checks before a request's PATCH: `Ok` to PATCH now (the state then carries the
+/// intent: commit it before sending), or `Err` with why not.
+pub fn confirm_request(
+    state: &PrefixState,
+    recheck: &RequestRecheck,
+    now: DateTime<Utc>,
+    rules: &Rules,
+) -> (PrefixState, Result<(), String>) {
+    let mut s = state.clone();
+    let verdict = match request_attack(&s, recheck.last_start, rules)
+        .or_else(|| stale(recheck.judged_until, now, rules))
+        .or_else(|| recheck.pre_withdraw.clone())
+    {
+        Some(why) => Err(why),
+        None => Ok(()),
+    };
+    if verdict.is_ok() {
+        s.intent_at = Some(now);
+    }
+    (s, verdict)
 }
 
 /// Telemetry current (SPEC §7.4): no unjudged backlog.

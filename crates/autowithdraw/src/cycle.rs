@@ -45,7 +45,7 @@ use mt_store::{
 
 use crate::core::{
     self, Action, Confirmation, Evidence, Holds, Next, Observations, PatchOutcome, Reading,
-    Recheck, Recorded, Rules, Span,
+    Recheck, Recorded, RequestNext, Rules, Span,
 };
 use crate::judge::{Thresholds, Verdict, Window, judge, judge_buckets};
 
@@ -143,6 +143,8 @@ struct Tracked<'c> {
     next: Next,
     /// The newest counting START for the prefix (SPEC §7.3).
     last_start: Option<DateTime<Utc>>,
+    /// Pins, pause, account check, as the decision saw them.
+    holds: Holds,
 }
 
 impl Tracked<'_> {
@@ -198,6 +200,7 @@ impl Engine {
             calm_period: span(a.calm_period),
             analytics_delay: span(a.analytics_delay),
             interval: span(a.interval),
+            window: span(a.window),
             advertise_settle: span(a.advertise_settle),
             min_advertised: span(a.min_advertised),
             withdraw_verify_after: span(a.withdraw_verify_after),
@@ -223,7 +226,7 @@ impl Engine {
         let judged_until = self
             .decide(&mut prefixes, &judged, &mismatched, now, &mut report)
             .await?;
-        self.requests(&mut prefixes, &mismatched, judged_until, now, &mut report)
+        self.requests(&mut prefixes, judged_until, now, &mut report)
             .await?;
         self.withdraw_confirmed(&mut prefixes, now, &mut report)
             .await?;
@@ -279,6 +282,7 @@ impl Engine {
                 reading,
                 next: Next::Idle,
                 last_start: None,
+                holds: Holds::default(),
             });
         }
         Ok(out)
@@ -546,6 +550,7 @@ impl Engine {
             }
             t.state = state;
             t.next = next;
+            t.holds = holds;
         }
         let mut tx = self.store.begin().await?;
         tx.set_state(JUDGED_UNTIL_KEY, &to_db(judged_until), now)
@@ -618,13 +623,7 @@ impl Engine {
             let since = t.state.calm_since.unwrap_or(range.start);
             let starts = self.store.starts_since(since).await?;
             let last_start = core::last_counting_start(&starts, t.config.cidr);
-            let judged_until = self
-                .store
-                .state(JUDGED_UNTIL_KEY)
-                .await?
-                .as_deref()
-                .and_then(from_db)
-                .unwrap_or(DateTime::<Utc>::MIN_UTC);
+            let judged_until = self.judged_until().await?;
             let recheck = Recheck {
                 confirmation: &confirmation,
                 last_start,
@@ -649,73 +648,92 @@ impl Engine {
                     continue;
                 }
             };
-            // Intent first: a crash after the PATCH is then reconciled, never replayed blindly.
-            let mut tx = self.store.begin().await?;
-            tx.save_prefix_state(&with_intent, now).await?;
-            tx.commit().await?;
-            let before = with_intent;
-            let result = self
-                .client
-                .set_advertised(&t.config.prefix_id, &t.config.bgp_prefix_id, false)
-                .await;
-            let now = self.clock.now();
-            let outcome = match &result {
-                Ok(bgp) => PatchOutcome::Done {
-                    modified_at: bgp.advertised_modified_at().map(whole_seconds),
-                },
-                Err(e) => PatchOutcome::Failed {
-                    error: e.to_string(),
-                    ambiguous: e.is_ambiguous(),
-                    retry_at: retry_at(e, &before, now),
-                },
-            };
-            let (mut state, recorded) = core::after_patch(&before, &outcome, now);
-            let mut tx = self.store.begin().await?;
-            match recorded {
-                Recorded::Success => {
-                    let record = self.withdrawal_record(t.config, &before, now, None).await?;
-                    self.write(&mut tx, Write::Withdrawal(Box::new(record)), now)
-                        .await?;
-                    report.withdrawn.push(cidr.clone());
-                }
-                Recorded::FirstFailure | Recorded::Failure => {
-                    let error = state.last_error.clone().unwrap_or_default();
-                    let notes = format!("attempts: {}; last error: {error}", state.attempts);
-                    match state.failure_history_id {
-                        Some(id) => {
-                            tx.update_withdrawal(
-                                id,
-                                WithdrawStatus::Failed,
-                                Some(now),
-                                Some(&notes),
-                            )
-                            .await?;
-                        }
-                        None => {
-                            let row = self
-                                .history(t.config, &state, now, WithdrawStatus::Failed, notes)
-                                .await?;
-                            let id = tx.insert_withdrawal(&row).await?;
-                            state.failure_history_id = Some(id);
-                            let message = Message::WithdrawalFailure(WithdrawalFailure {
-                                prefix: cidr.clone(),
-                                kind: WithdrawKind::Automatic,
-                                error: error.clone(),
-                                attempts: u32::try_from(state.attempts).unwrap_or(u32::MAX),
-                                next_attempt_at: state.next_attempt_at,
-                                at: now,
-                            });
-                            self.notifier.queue(&mut tx, &message, now).await?;
-                        }
-                    }
-                    tracing::warn!(prefix = %cidr, error = %error, attempts = state.attempts, "withdrawal failed; retrying later");
-                    report.failed.push((cidr.clone(), error));
-                }
-            }
-            tx.save_prefix_state(&state, now).await?;
-            tx.commit().await?;
-            t.state = state;
+            self.patch(t, with_intent, None, report).await?;
         }
+        Ok(())
+    }
+
+    /// Intent, PATCH, outcome (SPEC §7.5) for an automatic withdrawal or a `request`.
+    async fn patch(
+        &self,
+        t: &mut Tracked<'_>,
+        with_intent: PrefixState,
+        request: Option<&mt_store::PendingWithdrawal>,
+        report: &mut CycleReport,
+    ) -> Result<(), CycleError> {
+        let cidr = t.cidr();
+        let now = self.clock.now();
+        // Intent first: a crash after the PATCH is then reconciled, never replayed blindly.
+        let mut tx = self.store.begin().await?;
+        tx.save_prefix_state(&with_intent, now).await?;
+        tx.commit().await?;
+        let before = with_intent;
+        let result = self
+            .client
+            .set_advertised(&t.config.prefix_id, &t.config.bgp_prefix_id, false)
+            .await;
+        let now = self.clock.now();
+        let outcome = match &result {
+            Ok(bgp) => PatchOutcome::Done {
+                modified_at: bgp.advertised_modified_at().map(whole_seconds),
+            },
+            Err(e) => PatchOutcome::Failed {
+                error: e.to_string(),
+                ambiguous: e.is_ambiguous(),
+                retry_at: retry_at(e, &before, now),
+            },
+        };
+        let (mut state, recorded) = core::after_patch(&before, &outcome, now);
+        let mut tx = self.store.begin().await?;
+        match recorded {
+            Recorded::Success => {
+                let record = self
+                    .withdrawal_record(t.config, &before, now, request)
+                    .await?;
+                self.write(&mut tx, Write::Withdrawal(Box::new(record)), now)
+                    .await?;
+                report.withdrawn.push(cidr.clone());
+            }
+            Recorded::FirstFailure | Recorded::Failure => {
+                let error = state.last_error.clone().unwrap_or_default();
+                let notes = format!("attempts: {}; last error: {error}", state.attempts);
+                match state.failure_history_id {
+                    Some(id) => {
+                        tx.update_withdrawal(id, WithdrawStatus::Failed, Some(now), Some(&notes))
+                            .await?;
+                    }
+                    None => {
+                        let row = self
+                            .history(t.config, &state, now, WithdrawStatus::Failed, notes)
+                            .await?;
+                        let id = tx.insert_withdrawal(&row).await?;
+                        state.failure_history_id = Some(id);
+                        let message = Message::WithdrawalFailure(WithdrawalFailure {
+                            prefix: cidr.clone(),
+                            kind: if request.is_some() {
+                                WithdrawKind::Scheduled
+                            } else {
+                                WithdrawKind::Automatic
+                            },
+                            error: error.clone(),
+                            attempts: u32::try_from(state.attempts).unwrap_or(u32::MAX),
+                            next_attempt_at: state.next_attempt_at,
+                            at: now,
+                        });
+                        self.notifier.queue(&mut tx, &message, now).await?;
+                    }
+                }
+                if let Some(r) = request {
+                    tx.note_pending_withdrawal(r.id, &error, state.next_attempt_at, true)
+                        .await?;
+                }
+                tracing::warn!(prefix = %cidr, error = %error, attempts = state.attempts, "withdrawal failed; retrying later");
+                report.failed.push((cidr.clone(), error));
+            }
+        }
+        tx.save_prefix_state(&state, now).await?;
+        tx.commit().await?;
+        t.state = state;
         Ok(())
     }
 
@@ -1040,124 +1058,116 @@ impl Engine {
     }
 
     /// Scheduled withdrawal requests (`pending_withdrawals`, SPEC §5): from `withdraw_after` on,
-    /// performed when every gate but the calm period holds; moved to the history when done; a
-    /// refused one stays, with `last_error` saying why.
+    /// performed when [`core::request_gates`] and, after `pre_withdraw_command` and fresh
+    /// re-reads, [`core::confirm_request`] allow it; intent, PATCH and outcome as for an
+    /// automatic withdrawal. A refused request stays pending with `last_error` saying why; one
+    /// from an earlier advertisement is marked failed and told once.
     async fn requests(
         &self,
         prefixes: &mut [Tracked<'_>],
-        mismatched: &BTreeSet<IpNet>,
         judged_until: DateTime<Utc>,
         now: DateTime<Utc>,
         report: &mut CycleReport,
     ) -> Result<(), CycleError> {
-        let window = span(self.config.autowithdraw.window);
-        let pinned = self.store.active_pins(now).await?;
-        let paused = self.store.active_pause(now).await?;
         for request in self.store.due_pending_withdrawals(now).await? {
             let target = request
                 .prefix
                 .as_deref()
                 .and_then(|c| c.trim().parse::<IpNet>().ok())
                 .and_then(|net| prefixes.iter().position(|t| t.config.cidr == net.trunc()));
-            let refusal = match target {
-                None => Some("not a configured prefix".to_owned()),
-                Some(i) => {
-                    let t = &prefixes[i];
-                    let s = &t.state;
-                    let under_attack = s.calm_since.is_none()
-                        && s.last_attack_end
-                            .is_some_and(|e| e + window >= judged_until);
-                    let cidr = t.cidr();
-                    if !matches!(t.reading, Reading::Seen { .. }) {
-                        Some("advertisement state unknown (Cloudflare API error)".to_owned())
-                    } else if !s.advertised {
-                        Some("not advertised: nothing to withdraw".to_owned())
-                    } else if core::awaiting_withdrawal(s) {
-                        Some(
-                            "already withdrawn in this incident; Cloudflare has not carried it out"
-                                .to_owned(),
-                        )
-                    } else if mismatched.contains(&t.config.cidr)
-                        || matches!(
-                            t.reading,
-                            Reading::Seen {
-                                cidr_matches: false,
-                                ..
-                            }
-                        )
-                    {
-                        Some("config does not match the Cloudflare account".to_owned())
-                    } else if s.locked {
-                        Some("locked on Cloudflare".to_owned())
-                    } else if let Some(pin) = pinned.iter().find(|h| h.prefix == cidr) {
-                        Some(format!("pinned by {}: {}", pin.by, pin.reason))
-                    } else if let Some(pause) = &paused {
-                        Some(format!("paused by {}: {}", pause.by, pause.reason))
-                    } else if under_attack {
-                        Some("under attack in the current judgement".to_owned())
-                    } else if s.unknown_since.is_some() {
-                        Some("telemetry unknown: cannot tell whether it is under attack".to_owned())
-                    } else if s
-                        .advertised_modified_at
-                        .is_none_or(|m| now - m < span(self.config.autowithdraw.min_advertised))
-                    {
-                        Some("advertised for less than min_advertised".to_owned())
-                    } else if self.config.autowithdraw.dry_run {
-                        Some("dry run: would withdraw now".to_owned())
-                    } else {
-                        None
-                    }
-                }
-            };
-            if let Some(reason) = refusal {
-                let mut tx = self.store.begin().await?;
-                tx.note_pending_withdrawal(request.id, &reason, None, false)
+            let Some(i) = target else {
+                self.refuse_request(&request, "not a configured prefix")
                     .await?;
-                tx.commit().await?;
                 continue;
-            }
-            let Some(i) = target else { continue };
+            };
             let t = &mut prefixes[i];
-            match self
-                .client
-                .set_advertised(&t.config.prefix_id, &t.config.bgp_prefix_id, false)
-                .await
-            {
-                Ok(bgp) => {
-                    let record = self
-                        .withdrawal_record(t.config, &t.state, now, Some(&request))
-                        .await?;
-                    let (state, _) = core::after_patch(
-                        &t.state,
-                        &PatchOutcome::Done {
-                            modified_at: bgp.advertised_modified_at().map(whole_seconds),
-                        },
-                        now,
-                    );
-                    let mut tx = self.store.begin().await?;
-                    self.write(&mut tx, Write::Withdrawal(Box::new(record)), now)
-                        .await?;
-                    tx.save_prefix_state(&state, now).await?;
-                    tx.commit().await?;
-                    t.state = state;
-                    t.next = Next::Idle;
-                    report.withdrawn.push(t.cidr());
+            let cidr = t.cidr();
+            let rules = self.rules(t.config);
+            let req = core::Request {
+                created_at: request.created_at.as_deref().and_then(from_db),
+            };
+            let obs = core::RequestObservations {
+                reading: &t.reading,
+                holds: &t.holds,
+                judged_until,
+                last_start: t.last_start,
+            };
+            match core::request_gates(&t.state, &req, &obs, now, &rules) {
+                RequestNext::Perform => {}
+                RequestNext::Refuse(why) => {
+                    tracing::info!(prefix = %cidr, request = request.id, %why, "scheduled withdrawal not performed now");
+                    self.refuse_request(&request, &why).await?;
+                    continue;
                 }
-                Err(e) => {
-                    let attempts = request.retry_count.unwrap_or(0) + 1;
-                    let i = usize::try_from(attempts - 1)
-                        .unwrap_or(0)
-                        .min(BACKOFF_SECS.len() - 1);
-                    let next = now + chrono::Duration::seconds(BACKOFF_SECS[i]);
+                RequestNext::Stale(why) => {
+                    tracing::warn!(prefix = %cidr, request = request.id, %why, "scheduled withdrawal from an earlier advertisement");
                     let mut tx = self.store.begin().await?;
-                    tx.note_pending_withdrawal(request.id, &e.to_string(), Some(next), true)
-                        .await?;
+                    if tx.fail_pending_withdrawal(request.id, &why).await? {
+                        let alert = OperatorAlert {
+                            title: "Scheduled withdrawal not performed".into(),
+                            prefix: Some(cidr.clone()),
+                            details: format!("pending_withdrawals row {}: {why}", request.id),
+                            consequence: "the prefix stays advertised until it is withdrawn automatically or by hand".into(),
+                            at: now,
+                        };
+                        self.notifier
+                            .queue(&mut tx, &Message::OperatorAlert(alert), now)
+                            .await?;
+                    }
                     tx.commit().await?;
-                    report.failed.push((t.cidr(), e.to_string()));
+                    continue;
+                }
+            }
+            // The command first; the STARTs and the judged time are re-read after it,
+            // immediately before the PATCH.
+            let pre_withdraw = self.pre_withdraw(t.config).await.err();
+            let newest = t
+                .state
+                .judged_through
+                .map_or(judged_until, |j| j.min(judged_until));
+            let starts = self.store.starts_since(newest - rules.window).await?;
+            let recheck = core::RequestRecheck {
+                last_start: core::last_counting_start(&starts, t.config.cidr).max(t.last_start),
+                judged_until: self.judged_until().await?,
+                pre_withdraw,
+            };
+            match core::confirm_request(&t.state, &recheck, self.clock.now(), &rules) {
+                (_, Err(why)) => {
+                    tracing::info!(prefix = %cidr, request = request.id, %why, "scheduled withdrawal held at the last check");
+                    self.refuse_request(&request, &why).await?;
+                }
+                (with_intent, Ok(())) => {
+                    self.patch(t, with_intent, Some(&request), report).await?;
+                    // One attempt per cycle: the automatic path does not follow it.
+                    t.next = Next::Idle;
                 }
             }
         }
         Ok(())
+    }
+
+    /// A request not performed now: it stays pending with why.
+    async fn refuse_request(
+        &self,
+        request: &mt_store::PendingWithdrawal,
+        why: &str,
+    ) -> Result<(), CycleError> {
+        let mut tx = self.store.begin().await?;
+        tx.note_pending_withdrawal(request.id, why, None, false)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The judged time as persisted (re-read before a PATCH).
+    async fn judged_until(&self) -> Result<DateTime<Utc>, CycleError> {
+        Ok(self
+            .store
+            .state(JUDGED_UNTIL_KEY)
+            .await?
+            .as_deref()
+            .and_then(from_db)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC))
     }
 
     /// The rows of a withdrawal of ours that went through: `s` is the incident's state before

@@ -338,6 +338,21 @@ impl WriteTx {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+
+    /// Marks a still-pending request `failed` for good (SPEC §5: a request from an earlier
+    /// advertisement). Returns false when it was no longer pending (already failed, performed
+    /// or deleted), so the operator is told once.
+    pub async fn fail_pending_withdrawal(&mut self, pending_id: i64, reason: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE pending_withdrawals SET status = 'failed', last_error = ?2 \
+             WHERE id = ?1 AND COALESCE(status, 'pending') = 'pending'",
+        )
+        .bind(pending_id)
+        .bind(reason)
+        .execute(self.conn())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
 }
 
 impl Store {

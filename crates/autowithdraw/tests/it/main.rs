@@ -6,4 +6,5 @@ mod common;
 mod daemon;
 mod paths;
 mod properties;
+mod requests;
 mod scenarios;
