@@ -10,13 +10,17 @@
 //! counting STARTs, pins, pauses, locks, the prefix removed from the config and added back,
 //! daemon downtime, crashes between the intent and the outcome, and Cloudflare answering ok,
 //! 429 (hold), 5xx, timing out after carrying it out, or answering ok without carrying it out.
+//! Scheduled requests (`pending_withdrawals`) are inserted at generated minutes — fresh, legacy
+//! (no `created_at`), or left over from an earlier incident once the prefix is re-advertised —
+//! and go through `request_gates`, `pre_withdraw_command` (refusing in generated spans) and
+//! `confirm_request` before the automatic path, as in the engine.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use proptest::prelude::*;
 
 use autowithdraw::core::{
-    self, Confirmation, Evidence, Holds, Next, Observations, PatchOutcome, Reading, Recheck, Rules,
-    Span,
+    self, Confirmation, Evidence, Holds, Next, Observations, PatchOutcome, Reading, Recheck,
+    Request, RequestNext, RequestObservations, RequestRecheck, Rules, Span,
 };
 use autowithdraw::judge::Verdict;
 use mt_store::PrefixState;
@@ -79,6 +83,11 @@ struct Timeline {
     crash_after: Vec<usize>,
     /// Re-advertised this many minutes after our withdrawal took effect.
     readvertise_after: Option<i64>,
+    /// Scheduled requests: inserted at minute, due that many minutes later, legacy (no
+    /// `created_at`).
+    requests: Vec<(i64, i64, bool)>,
+    /// Minutes in which `pre_withdraw_command` refuses.
+    pre_fails: Vec<(i64, i64)>,
 }
 
 impl Timeline {
@@ -93,6 +102,7 @@ impl Timeline {
             && self.not_older_than.is_none()
             && self.answers.iter().all(|a| *a == Answer::Ok)
             && self.crash_after.is_empty()
+            && self.pre_fails.is_empty()
     }
 
     fn attack_visible(&self, minute: i64, now: i64) -> bool {
@@ -167,7 +177,18 @@ fn timeline() -> impl Strategy<Value = Timeline> {
                     } else {
                         Just(vec![]).boxed()
                     },
-                    prop::collection::vec((0..minutes, start_kind()), 0..4),
+                    (
+                        prop::collection::vec((0..minutes, start_kind()), 0..4),
+                        prop::collection::vec(
+                            (0..minutes, 0i64..60, prop::bool::weighted(0.15)),
+                            0..3,
+                        ),
+                        if faulty {
+                            spans(minutes, 60, 1).boxed()
+                        } else {
+                            Just(vec![]).boxed()
+                        },
+                    ),
                     (
                         if faulty {
                             spans(minutes, 90, 2).boxed()
@@ -220,7 +241,7 @@ fn timeline() -> impl Strategy<Value = Timeline> {
                 (minutes, calm_period, delay, interval, settle, min_advertised, ago),
                 mut attacks,
                 outages,
-                starts,
+                (starts, requests, pre_fails),
                 (pins, pauses, locks),
                 removed,
                 down,
@@ -259,6 +280,8 @@ fn timeline() -> impl Strategy<Value = Timeline> {
                     answers,
                     crash_after,
                     readvertise_after,
+                    requests,
+                    pre_fails,
                 }
             },
         )
@@ -366,6 +389,10 @@ fn run(tl: &Timeline) -> Result<Outcome, TestCaseError> {
     let mut out = Outcome::default();
     let mut answers = tl.answers.iter().copied();
     let mut withdrawn_at: Option<i64> = None;
+    // Each request's row: still pending, failed for good, or performed (deleted).
+    let mut rows = vec![RowStatus::Pending; tl.requests.len()];
+    // The start of the newest judged (or lost) window.
+    let mut newest_window_start = judged_until;
     let mut now = 0;
     while now < tl.minutes {
         // Cloudflare re-advertises after an attack (a new incident).
@@ -399,6 +426,7 @@ fn run(tl: &Timeline) -> Result<Outcome, TestCaseError> {
                 for m in judged_until..end {
                     judged.insert(m, false);
                 }
+                newest_window_start = judged_until;
                 judged_until = end;
             }
         }
@@ -428,6 +456,7 @@ fn run(tl: &Timeline) -> Result<Outcome, TestCaseError> {
             for m in start..end {
                 judged.insert(m, !attack);
             }
+            newest_window_start = start;
             judged_until = end;
             windows += 1;
         }
@@ -483,6 +512,88 @@ fn run(tl: &Timeline) -> Result<Outcome, TestCaseError> {
         if let Next::Hold(why) = &next {
             out.last_hold = Some(why.clone());
         }
+        // Due requests, before the automatic path (as the engine orders them).
+        let mut requested = false;
+        for (i, &(insert, due_after, legacy)) in tl.requests.iter().enumerate() {
+            if rows[i] != RowStatus::Pending || now < insert + due_after {
+                continue;
+            }
+            let request = Request {
+                created_at: (!legacy).then(|| at(insert)),
+            };
+            let robs = RequestObservations {
+                reading: &reading,
+                holds: &holds,
+                judged_until: at(judged_until),
+                last_start,
+            };
+            match core::request_gates(&state, &request, &robs, at(now), &rules) {
+                RequestNext::Refuse(_) => continue,
+                RequestNext::Stale(why) => {
+                    // Only a row the model also calls stale (legacy, or made before the
+                    // current advertisement or our withdrawal) is failed.
+                    prop_assert!(
+                        legacy
+                            || insert < cf.modified
+                            || state.advertised_modified_at.is_some_and(|m| at(insert) < m),
+                        "a current request failed as stale at {}: {}",
+                        now,
+                        why
+                    );
+                    rows[i] = RowStatus::Failed;
+                    continue;
+                }
+                RequestNext::Perform => {}
+            }
+            let recheck = RequestRecheck {
+                last_start,
+                judged_until: at(judged_until),
+                pre_withdraw: within(&tl.pre_fails, now)
+                    .then(|| "pre_withdraw_command exited 3".to_owned()),
+            };
+            let (with_intent, verdict) = core::confirm_request(&state, &recheck, at(now), &rules);
+            if verdict.is_err() {
+                continue;
+            }
+            persisted = Some(with_intent.clone());
+            check_request_patch(
+                tl,
+                &rules,
+                &AtPatch {
+                    now,
+                    judged_until,
+                    judged: &judged,
+                    holds: &holds,
+                    out: &out,
+                    incident: cf.modified,
+                },
+                insert,
+                legacy,
+                newest_window_start,
+                outage,
+            )?;
+            let (recorded, done) = send_patch(
+                tl,
+                &mut answers,
+                &mut cf,
+                &mut withdrawn_at,
+                &mut out,
+                &with_intent,
+                now,
+            );
+            if let Some(state) = recorded {
+                persisted = Some(state);
+            }
+            if done {
+                rows[i] = RowStatus::Done;
+            }
+            requested = true;
+            break;
+        }
+        if requested {
+            now += tl.interval;
+            continue;
+        }
         if let Next::Confirm(range) = next {
             // The confirmation: every minute of the range, as visible now.
             let confirmation = if outage {
@@ -517,42 +628,16 @@ fn run(tl: &Timeline) -> Result<Outcome, TestCaseError> {
                         incident: cf.modified,
                     },
                 )?;
-                let answer = answers.next().unwrap_or(Answer::Ok);
-                let crashed = tl.crash_after.contains(&out.patches.len());
-                // Successful: carried out, or answered 2xx and recorded. A 2xx lost in a
-                // crash before it was recorded is indistinguishable, after the restart, from
-                // a PATCH never sent: a retry then re-checks every gate (SPEC §7.4).
-                let successful = matches!(answer, Answer::Ok | Answer::TimeoutApplied)
-                    || (answer == Answer::NotCarriedOut && !crashed);
-                out.patches.push(Patch {
-                    minute: now,
-                    incident: cf.modified,
-                    successful,
-                });
-                if matches!(answer, Answer::Ok | Answer::TimeoutApplied) {
-                    cf = Cloudflare {
-                        advertised: false,
-                        modified: now,
-                    };
-                    withdrawn_at = Some(now);
-                }
-                if !crashed {
-                    let outcome = match answer {
-                        Answer::Ok | Answer::NotCarriedOut => PatchOutcome::Done {
-                            modified_at: Some(at(now)),
-                        },
-                        Answer::Hold => PatchOutcome::Failed {
-                            error: "429 1002".into(),
-                            ambiguous: false,
-                            retry_at: at(now + 15),
-                        },
-                        Answer::ServerError | Answer::TimeoutApplied => PatchOutcome::Failed {
-                            error: "timed out".into(),
-                            ambiguous: true,
-                            retry_at: at(now + 1),
-                        },
-                    };
-                    let (state, _) = core::after_patch(&state, &outcome, at(now));
+                let (recorded, _) = send_patch(
+                    tl,
+                    &mut answers,
+                    &mut cf,
+                    &mut withdrawn_at,
+                    &mut out,
+                    &state,
+                    now,
+                );
+                if let Some(state) = recorded {
                     persisted = Some(state);
                 }
             }
@@ -560,6 +645,68 @@ fn run(tl: &Timeline) -> Result<Outcome, TestCaseError> {
         now += tl.interval;
     }
     Ok(out)
+}
+
+/// A request's row in the model database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RowStatus {
+    Pending,
+    Failed,
+    Done,
+}
+
+/// One PATCH against the model Cloudflare, then `after_patch`. Returns the state to persist
+/// (`None`: the daemon crashed before recording the outcome) and whether the outcome was
+/// recorded as done.
+fn send_patch(
+    tl: &Timeline,
+    answers: &mut impl Iterator<Item = Answer>,
+    cf: &mut Cloudflare,
+    withdrawn_at: &mut Option<i64>,
+    out: &mut Outcome,
+    state: &PrefixState,
+    now: i64,
+) -> (Option<PrefixState>, bool) {
+    let answer = answers.next().unwrap_or(Answer::Ok);
+    let crashed = tl.crash_after.contains(&out.patches.len());
+    // Successful: carried out, or answered 2xx and recorded. A 2xx lost in a
+    // crash before it was recorded is indistinguishable, after the restart, from
+    // a PATCH never sent: a retry then re-checks every gate (SPEC §7.4).
+    let successful = matches!(answer, Answer::Ok | Answer::TimeoutApplied)
+        || (answer == Answer::NotCarriedOut && !crashed);
+    out.patches.push(Patch {
+        minute: now,
+        incident: cf.modified,
+        successful,
+    });
+    if matches!(answer, Answer::Ok | Answer::TimeoutApplied) {
+        *cf = Cloudflare {
+            advertised: false,
+            modified: now,
+        };
+        *withdrawn_at = Some(now);
+    }
+    if !crashed {
+        let outcome = match answer {
+            Answer::Ok | Answer::NotCarriedOut => PatchOutcome::Done {
+                modified_at: Some(at(now)),
+            },
+            Answer::Hold => PatchOutcome::Failed {
+                error: "429 1002".into(),
+                ambiguous: false,
+                retry_at: at(now + 15),
+            },
+            Answer::ServerError | Answer::TimeoutApplied => PatchOutcome::Failed {
+                error: "timed out".into(),
+                ambiguous: true,
+                retry_at: at(now + 1),
+            },
+        };
+        let done = matches!(outcome, PatchOutcome::Done { .. });
+        let (state, _) = core::after_patch(state, &outcome, at(now));
+        return (Some(state), done);
+    }
+    (None, false)
 }
 
 /// What the checker knows when a PATCH is about to be sent.
@@ -623,6 +770,77 @@ fn check_patch(tl: &Timeline, rules: &Rules, at_patch: &AtPatch<'_>) -> Result<(
             .iter()
             .any(|p| p.incident == incident && p.successful),
         "invariant 4: a second PATCH at {now} in incident {incident}: {:?}",
+        out.patches
+    );
+    Ok(())
+}
+
+/// Invariant 7 (and 3, 4) at a request's PATCH, judged on the model, not on the core's state.
+#[allow(clippy::too_many_arguments)] // the checker's view of one PATCH
+fn check_request_patch(
+    tl: &Timeline,
+    rules: &Rules,
+    at_patch: &AtPatch<'_>,
+    inserted: i64,
+    legacy: bool,
+    newest_window_start: i64,
+    outage: bool,
+) -> Result<(), TestCaseError> {
+    let AtPatch {
+        now,
+        judged_until,
+        judged,
+        holds,
+        out,
+        incident,
+    } = *at_patch;
+    // 7. Made during this advertisement.
+    prop_assert!(
+        !legacy && inserted >= incident,
+        "invariant 7: request made at {inserted} (legacy: {legacy}) performed at {now} in incident {incident}"
+    );
+    // 7. The newest judged window calm for the prefix, every minute of it.
+    prop_assert!(
+        !outage,
+        "invariant 7: request performed at {now} while the analytics fail"
+    );
+    prop_assert!(newest_window_start < judged_until);
+    for m in newest_window_start..judged_until {
+        prop_assert_eq!(
+            judged.get(&m).copied(),
+            Some(true),
+            "invariant 7: request performed at {} with minute {} of the newest window not judged calm",
+            now,
+            m
+        );
+    }
+    // 7. No counting START since that window began (an END does not unblock).
+    prop_assert!(
+        !tl.starts
+            .iter()
+            .any(|(s, kind)| kind.counts() && *s <= now && *s >= newest_window_start),
+        "invariant 7: request performed at {now} after a START since the newest window ({newest_window_start}) began"
+    );
+    prop_assert!(
+        !within(&tl.pre_fails, now),
+        "invariant 7: request performed at {now} while pre_withdraw_command refuses"
+    );
+    // 3. No hold, current telemetry, min_advertised.
+    prop_assert!(
+        holds.pinned.is_none() && holds.paused.is_none() && !within(&tl.locks, now),
+        "invariant 3: request performed at {now} while held"
+    );
+    prop_assert!(
+        judged_until >= now - tl.delay - tl.interval,
+        "invariant 3: request performed at {now} on stale evidence (judged until {judged_until})"
+    );
+    prop_assert!(now - incident >= rules.min_advertised.num_minutes());
+    // 4. Shared with the automatic path: none after a successful PATCH in this incident.
+    prop_assert!(
+        !out.patches
+            .iter()
+            .any(|p| p.incident == incident && p.successful),
+        "invariant 4: a request's PATCH at {now} after a successful one in incident {incident}: {:?}",
         out.patches
     );
     Ok(())
