@@ -39,7 +39,7 @@ use mt_notify::templates::{
 };
 use mt_notify::{Message, Notifier};
 use mt_store::{
-    ActionTaken, CalmUpdate, EventType, NewAttackEvent, NewWithdrawal, PrefixState, Store,
+    ActionTaken, CalmUpdate, EventType, Fence, NewAttackEvent, NewWithdrawal, PrefixState, Store,
     TelemetryGap, WithdrawMethod, WithdrawStatus, WithdrawalWrite, WriteTx,
 };
 
@@ -80,6 +80,11 @@ const BUCKET: Duration = Duration::from_secs(60);
 /// Longest `pre_withdraw_command` run.
 const PRE_WITHDRAW_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Longest a cycle may take (judging up to 12 windows, one PATCH); the daemon abandons a
+/// slower one, which counts as failed. Abandoning is safe: the withdrawal intent is committed
+/// before the PATCH and reconciled with Cloudflare's state by the next cycle.
+pub const CYCLE_DEADLINE: Duration = Duration::from_secs(240);
+
 /// Why a cycle failed as a whole (it is retried next interval; nothing was withdrawn).
 #[derive(Debug, thiserror::Error)]
 pub enum CycleError {
@@ -88,11 +93,20 @@ pub enum CycleError {
     Store(#[from] mt_store::Error),
 }
 
+impl CycleError {
+    fn is_lease_lost(&self) -> bool {
+        matches!(self, Self::Store(mt_store::Error::LeaseLost { .. }))
+    }
+}
+
 /// What a cycle did.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct CycleReport {
     /// Another instance holds the lease: this one did nothing.
     pub passive: bool,
+    /// Another instance took the lease over during this cycle (this one was slower than its
+    /// lease, or paused): it stopped at its next fenced write, without a PATCH after it.
+    pub lease_lost: bool,
     /// Windows judged.
     pub windows: usize,
     /// Why judging stopped early, if it did.
@@ -213,10 +227,29 @@ impl Engine {
     pub async fn cycle(&self) -> Result<CycleReport, CycleError> {
         let now = self.clock.now();
         let mut report = CycleReport::default();
-        if !self.take_lease(now).await? {
+        let Some(fence) = self.take_lease().await? else {
             report.passive = true;
             return Ok(report);
+        };
+        match self.act(&fence, now, &mut report).await {
+            Ok(()) => Ok(report),
+            Err(e) if e.is_lease_lost() => {
+                tracing::warn!(holder = %self.holder, "another instance took the lease over during this cycle (it was slower than the lease, or paused); stopped without writing or PATCHing");
+                report.lease_lost = true;
+                Ok(report)
+            }
+            Err(e) => Err(e),
         }
+    }
+
+    /// The lease holder's phases; every write after judging is fenced by `fence`.
+    async fn act(
+        &self,
+        fence: &Fence,
+        now: DateTime<Utc>,
+        report: &mut CycleReport,
+    ) -> Result<(), CycleError> {
+        let report = &mut *report;
         let mismatched = self.check_account(now).await?;
         let mut prefixes = self.read_advertisements(now).await?;
         let judged = self.judge_backlog(now).await?;
@@ -224,25 +257,38 @@ impl Engine {
         report.unknown.clone_from(&judged.unknown);
         report.lost.clone_from(&judged.gaps);
         let judged_until = self
-            .decide(&mut prefixes, &judged, &mismatched, now, &mut report)
+            .decide(fence, &mut prefixes, &judged, &mismatched, now, report)
             .await?;
-        self.requests(&mut prefixes, judged_until, now, &mut report)
+        self.requests(fence, &mut prefixes, judged_until, now, report)
             .await?;
-        self.withdraw_confirmed(&mut prefixes, now, &mut report)
+        self.withdraw_confirmed(fence, &mut prefixes, now, report)
             .await?;
-        self.blind(&mut prefixes, now).await?;
-        self.publish(&prefixes, judged_until, now).await?;
-        Ok(report)
+        self.blind(fence, &mut prefixes, now).await?;
+        self.publish(fence, &prefixes, judged_until, now).await?;
+        Ok(())
     }
 
-    /// Only the lease holder acts; the lease lasts three intervals, so a second instance takes
-    /// over within three cycles of the first one stopping.
-    async fn take_lease(&self, now: DateTime<Utc>) -> Result<bool, CycleError> {
-        let ttl = self.config.autowithdraw.interval.saturating_mul(3);
+    /// Only the lease holder acts (SPEC §7.9): expiry judged by the database's clock, a TTL
+    /// longer than the cycle deadline ([`lease_ttl`]); a standby takes over within the TTL and
+    /// one interval of the holder stopping.
+    async fn take_lease(&self) -> Result<Option<Fence>, CycleError> {
         Ok(self
             .store
-            .acquire_lease(LEASE_NAME, &self.holder, ttl, now)
+            .acquire_lease(LEASE_NAME, &self.holder, self.lease_ttl())
             .await?)
+    }
+
+    /// This configuration's lease TTL.
+    pub fn lease_ttl(&self) -> Duration {
+        crate::lease::lease_ttl(self.config.autowithdraw.interval)
+    }
+
+    /// A write transaction that fails with [`mt_store::Error::LeaseLost`] unless this
+    /// instance still holds the lease.
+    async fn begin(&self, fence: &Fence) -> Result<WriteTx, CycleError> {
+        let mut tx = self.store.begin().await?;
+        tx.check_fence(fence).await?;
+        Ok(tx)
     }
 
     /// Every configured prefix's saved state and Cloudflare's reading of it.
@@ -421,6 +467,7 @@ impl Engine {
     /// gaps, every prefix's state and what the decisions record. Returns the judged time.
     async fn decide(
         &self,
+        fence: &Fence,
         prefixes: &mut [Tracked<'_>],
         judged: &Judged,
         mismatched: &BTreeSet<IpNet>,
@@ -552,7 +599,7 @@ impl Engine {
             t.next = next;
             t.holds = holds;
         }
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin(fence).await?;
         tx.set_state(JUDGED_UNTIL_KEY, &to_db(judged_until), now)
             .await?;
         for gap in &judged.gaps {
@@ -602,6 +649,7 @@ impl Engine {
     /// the intent, the PATCH and its outcome.
     async fn withdraw_confirmed(
         &self,
+        fence: &Fence,
         prefixes: &mut [Tracked<'_>],
         now: DateTime<Utc>,
         report: &mut CycleReport,
@@ -638,7 +686,7 @@ impl Engine {
                     t.state = state;
                     report.held.push((cidr.clone(), why.clone()));
                     let reminder = self.reminder(&cidr, &mut t.state, &why, now);
-                    let mut tx = self.store.begin().await?;
+                    let mut tx = self.begin(fence).await?;
                     tx.save_prefix_state(&t.state, now).await?;
                     if let Some(m) = reminder {
                         self.notifier.queue(&mut tx, &m, now).await?;
@@ -648,7 +696,7 @@ impl Engine {
                     continue;
                 }
             };
-            self.patch(t, with_intent, None, report).await?;
+            self.patch(fence, t, with_intent, None, report).await?;
         }
         Ok(())
     }
@@ -656,6 +704,7 @@ impl Engine {
     /// Intent, PATCH, outcome (SPEC §7.5) for an automatic withdrawal or a `request`.
     async fn patch(
         &self,
+        fence: &Fence,
         t: &mut Tracked<'_>,
         with_intent: PrefixState,
         request: Option<&mt_store::PendingWithdrawal>,
@@ -663,28 +712,54 @@ impl Engine {
     ) -> Result<(), CycleError> {
         let cidr = t.cidr();
         let now = self.clock.now();
-        // Intent first: a crash after the PATCH is then reconciled, never replayed blindly.
+        // Intent first, in the transaction that renews the lease (SPEC §7.9): a crash after
+        // the PATCH is then reconciled, never replayed blindly, and an instance whose lease
+        // was taken over stops here.
+        let ttl = self.lease_ttl();
+        let asked = std::time::Instant::now();
         let mut tx = self.store.begin().await?;
+        tx.renew_lease(fence, ttl).await?;
         tx.save_prefix_state(&with_intent, now).await?;
         tx.commit().await?;
         let before = with_intent;
-        let result = self
+        let budget = match crate::lease::patch_budget(
+            ttl,
+            asked.elapsed(),
+            self.config.cloudflare.request_timeout,
+        ) {
+            Ok(budget) => budget,
+            Err(why) => {
+                // The intent stays; the next cycle's reading drops it (nothing was sent).
+                tracing::warn!(prefix = %cidr, %why, "withdrawal not sent");
+                report.held.push((cidr, why));
+                return Ok(());
+            }
+        };
+        let call = self
             .client
-            .set_advertised(&t.config.prefix_id, &t.config.bgp_prefix_id, false)
-            .await;
+            .set_advertised(&t.config.prefix_id, &t.config.bgp_prefix_id, false);
+        let result = tokio::time::timeout(budget, call).await;
         let now = self.clock.now();
         let outcome = match &result {
-            Ok(bgp) => PatchOutcome::Done {
+            Ok(Ok(bgp)) => PatchOutcome::Done {
                 modified_at: bgp.advertised_modified_at().map(whole_seconds),
             },
-            Err(e) => PatchOutcome::Failed {
+            Ok(Err(e)) => PatchOutcome::Failed {
                 error: e.to_string(),
                 ambiguous: e.is_ambiguous(),
                 retry_at: retry_at(e, &before, now),
             },
+            Err(_) => PatchOutcome::Failed {
+                error: format!(
+                    "no answer within the lease's remaining {} s; it may have gone through (the next reading tells)",
+                    budget.as_secs()
+                ),
+                ambiguous: true,
+                retry_at: now + chrono::Duration::minutes(1),
+            },
         };
         let (mut state, recorded) = core::after_patch(&before, &outcome, now);
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin(fence).await?;
         match recorded {
             Recorded::Success => {
                 let record = self
@@ -1064,6 +1139,7 @@ impl Engine {
     /// from an earlier advertisement is marked failed and told once.
     async fn requests(
         &self,
+        fence: &Fence,
         prefixes: &mut [Tracked<'_>],
         judged_until: DateTime<Utc>,
         now: DateTime<Utc>,
@@ -1076,7 +1152,7 @@ impl Engine {
                 .and_then(|c| c.trim().parse::<IpNet>().ok())
                 .and_then(|net| prefixes.iter().position(|t| t.config.cidr == net.trunc()));
             let Some(i) = target else {
-                self.refuse_request(&request, "not a configured prefix")
+                self.refuse_request(fence, &request, "not a configured prefix")
                     .await?;
                 continue;
             };
@@ -1096,12 +1172,12 @@ impl Engine {
                 RequestNext::Perform => {}
                 RequestNext::Refuse(why) => {
                     tracing::info!(prefix = %cidr, request = request.id, %why, "scheduled withdrawal not performed now");
-                    self.refuse_request(&request, &why).await?;
+                    self.refuse_request(fence, &request, &why).await?;
                     continue;
                 }
                 RequestNext::Stale(why) => {
                     tracing::warn!(prefix = %cidr, request = request.id, %why, "scheduled withdrawal from an earlier advertisement");
-                    let mut tx = self.store.begin().await?;
+                    let mut tx = self.begin(fence).await?;
                     if tx.fail_pending_withdrawal(request.id, &why).await? {
                         let alert = OperatorAlert {
                             title: "Scheduled withdrawal not performed".into(),
@@ -1134,10 +1210,11 @@ impl Engine {
             match core::confirm_request(&t.state, &recheck, self.clock.now(), &rules) {
                 (_, Err(why)) => {
                     tracing::info!(prefix = %cidr, request = request.id, %why, "scheduled withdrawal held at the last check");
-                    self.refuse_request(&request, &why).await?;
+                    self.refuse_request(fence, &request, &why).await?;
                 }
                 (with_intent, Ok(())) => {
-                    self.patch(t, with_intent, Some(&request), report).await?;
+                    self.patch(fence, t, with_intent, Some(&request), report)
+                        .await?;
                     // One attempt per cycle: the automatic path does not follow it.
                     t.next = Next::Idle;
                 }
@@ -1149,10 +1226,11 @@ impl Engine {
     /// A request not performed now: it stays pending with why.
     async fn refuse_request(
         &self,
+        fence: &Fence,
         request: &mt_store::PendingWithdrawal,
         why: &str,
     ) -> Result<(), CycleError> {
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin(fence).await?;
         tx.note_pending_withdrawal(request.id, why, None, false)
             .await?;
         tx.commit().await?;
@@ -1234,6 +1312,7 @@ impl Engine {
     /// recovers.
     async fn blind(
         &self,
+        fence: &Fence,
         prefixes: &mut [Tracked<'_>],
         now: DateTime<Utc>,
     ) -> Result<(), CycleError> {
@@ -1255,7 +1334,7 @@ impl Engine {
         if blind.is_empty() && recovered.is_empty() {
             return Ok(());
         }
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin(fence).await?;
         if !blind.is_empty() {
             let since = blind
                 .iter()
@@ -1294,6 +1373,7 @@ impl Engine {
     /// Keeps `prefix_calm_status` current for its readers (SPEC §7.6).
     async fn publish(
         &self,
+        fence: &Fence,
         prefixes: &[Tracked<'_>],
         judged_until: DateTime<Utc>,
         now: DateTime<Utc>,
@@ -1311,7 +1391,7 @@ impl Engine {
             };
             open_starts.push(open);
         }
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin(fence).await?;
         for (t, open_start) in prefixes.iter().zip(open_starts) {
             let s = &t.state;
             let recent_attack = s.calm_since.is_none()

@@ -19,11 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cycle::Engine;
 
-/// Longest a cycle may take (judging up to 12 windows, one PATCH); a slower one is abandoned
-/// and counts as failed. Abandoning is safe: the withdrawal intent is committed before the
-/// PATCH and reconciled with Cloudflare's state by the next cycle. Shorter than the unit's
-/// 10-minute `WatchdogSec`.
-const CYCLE_DEADLINE: Duration = Duration::from_secs(240);
+// The cycle deadline (`cycle::CYCLE_DEADLINE`, 240 s) is shorter than the unit's 10-minute
+// `WatchdogSec` and than the lease (`lease::lease_ttl`).
+use crate::cycle::CYCLE_DEADLINE;
 
 /// The daemon's counters.
 #[derive(Debug, Default)]

@@ -8,6 +8,8 @@
 //! - [`cycle`]: the engine, plain I/O around [`core`]: advertisement truth, catch-up
 //!   judgement, one transaction per decision, the withdraw path with a recorded intent,
 //!   scheduled requests, the config-vs-account check, blind alerts.
+//! - [`lease`]: the lease rules (SPEC §7.9), pure: the TTL and the PATCH's time budget after
+//!   a renewal; only one instance acts, and a stale one never PATCHes.
 //! - [`daemon`]: the loop, `/metrics`, `/healthz`, sd_notify and the Telegram sender.
 //!
 //! Also: a reminder while a prefix stays advertised longer than `advertised_reminder` (saying
@@ -18,3 +20,4 @@ pub mod core;
 pub mod cycle;
 pub mod daemon;
 pub mod judge;
+pub mod lease;

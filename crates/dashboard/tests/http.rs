@@ -471,13 +471,25 @@ async fn every_page_and_api_shows_the_seeded_data_to_a_viewer() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
+    // What a sender writes, under the sender lease.
+    let fence = env
+        .store
+        .acquire_lease(
+            mt_notify::LEASE_NAME,
+            "test-sender",
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .unwrap()
+        .unwrap();
     env.store
-        .fail_notification(refused, "Bad Request: message is too long")
+        .fail_notification(&fence, refused, "Bad Request: message is too long")
         .await
         .unwrap();
     let now = chrono::Utc::now();
     env.store
         .pause_chat(
+            &fence,
             "-100123",
             "Forbidden: bot was kicked from the supergroup chat",
             now,

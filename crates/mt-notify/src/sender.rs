@@ -82,11 +82,21 @@ pub struct Sender {
     holder: String,
     options: SenderOptions,
     pacer: Pacer,
-    /// Until when our lease is known to hold (by the injected clock); `None`: not held.
-    lease_until: Option<DateTime<Utc>>,
+    /// Our lease, while held: its fence (every outbox write checks it) and until when it
+    /// surely holds, by the injected clock and by the monotonic clock (a wall clock that jumps
+    /// never makes it look longer). `None`: not held.
+    lease: Option<HeldLease>,
     /// A message Telegram accepted whose delivery the database has not recorded yet: nothing
     /// new is sent until it is (SPEC §10), so a failing write never repeats a message.
     unrecorded: Option<Unrecorded>,
+}
+
+/// The sender lease as this process knows it.
+#[derive(Debug, Clone)]
+struct HeldLease {
+    fence: mt_store::Fence,
+    until: DateTime<Utc>,
+    until_mono: std::time::Instant,
 }
 
 /// A delivery kept in memory until the database records it.
@@ -195,7 +205,7 @@ impl Sender {
             holder,
             options,
             pacer,
-            lease_until: None,
+            lease: None,
             unrecorded: None,
         })
     }
@@ -231,13 +241,35 @@ impl Sender {
     }
 
     async fn turn(&mut self) -> mt_store::Result<Turn> {
+        match self.fenced_turn().await {
+            Err(mt_store::Error::LeaseLost { .. }) => {
+                // Another sender took over while this one was slow or cut off from the
+                // database: it owns the queue now (it may repeat the one message whose
+                // delivery this sender could not record, SPEC §10).
+                tracing::warn!(holder = %self.holder, "the sender lease was taken over; this sender stands by");
+                self.lease = None;
+                self.unrecorded = None;
+                Ok(Turn::Idle)
+            }
+            other => other,
+        }
+    }
+
+    async fn fenced_turn(&mut self) -> mt_store::Result<Turn> {
         if let Some(u) = &self.unrecorded {
-            self.store.record_delivery(u.id, &u.chat_id, u.at).await?;
+            let Some(fence) = self.lease.as_ref().map(|l| l.fence.clone()) else {
+                return Err(mt_store::Error::LeaseLost {
+                    name: LEASE_NAME.into(),
+                });
+            };
+            self.store
+                .record_delivery(&fence, u.id, &u.chat_id, u.at)
+                .await?;
             tracing::info!(id = u.id, "delivery recorded after the database recovered");
             self.unrecorded = None;
         }
         let now = self.clock.now();
-        if !self.lease(now, false).await? {
+        if self.lease(now, false).await?.is_none() {
             return Ok(Turn::Idle);
         }
         let heads = self.store.queue_heads().await?;
@@ -271,9 +303,9 @@ impl Sender {
         };
         self.pace(&message.chat_id).await;
         // The lease must outlast the send: renew first unless it surely does.
-        if !self.lease(self.clock.now(), true).await? {
+        let Some(fence) = self.lease(self.clock.now(), true).await? else {
             return Ok(Turn::Idle);
-        }
+        };
         let result = match send(&bot, &message, false).await {
             Err(e) if classify(&e) == Refusal::Markup => {
                 tracing::warn!(id = message.id, kind = %message.kind, error = %e, "telegram refused the markup; resending as plain text");
@@ -298,9 +330,12 @@ impl Sender {
                 tracing::info!(id = message.id, kind = %message.kind, "notification delivered");
                 if let Err(e) = self
                     .store
-                    .record_delivery(message.id, &message.chat_id, now)
+                    .record_delivery(&fence, message.id, &message.chat_id, now)
                     .await
                 {
+                    if matches!(e, mt_store::Error::LeaseLost { .. }) {
+                        return Err(e);
+                    }
                     tracing::error!(id = message.id, error = %e, "telegram accepted the message but the database cannot record it; nothing new is sent until it does");
                     self.unrecorded = Some(Unrecorded {
                         id: message.id,
@@ -313,18 +348,20 @@ impl Sender {
             Settlement::Retry { at, refused } => {
                 tracing::warn!(id = message.id, kind = %message.kind, attempts = message.attempts + 1, refused, retry_in_secs = (at - now).num_seconds(), error = %error, "notification not delivered; kept queued");
                 self.store
-                    .reschedule_notification(message.id, at, &error, refused)
+                    .reschedule_notification(&fence, message.id, at, &error, refused)
                     .await?;
             }
             Settlement::Failed => {
                 tracing::error!(id = message.id, kind = %message.kind, refusals = message.refusals + 1, error = %error, "telegram refused the message for good; marked failed (see mtctl notifications)");
-                self.store.fail_notification(message.id, &error).await?;
+                self.store
+                    .fail_notification(&fence, message.id, &error)
+                    .await?;
             }
             Settlement::PauseChat { until, migrate_to } => {
                 let new_chat = migrate_to.map(|id| id.to_string());
                 tracing::error!(chat_id = %message.chat_id, new_chat_id = new_chat.as_deref().unwrap_or("-"), paused_secs = (until - now).num_seconds(), error = %error, "telegram refused the chat; its delivery is paused and its queue kept");
                 self.store
-                    .pause_chat(&message.chat_id, &error, until, migrate_to, now)
+                    .pause_chat(&fence, &message.chat_id, &error, until, migrate_to, now)
                     .await?;
             }
         }
@@ -351,27 +388,39 @@ impl Sender {
 
     /// Takes or renews the lease when needed: when not held, when half of it is used, or
     /// (`before_send`) when a send could outlast it. Otherwise no database write.
-    async fn lease(&mut self, now: DateTime<Utc>, before_send: bool) -> mt_store::Result<bool> {
-        let ttl =
-            chrono::Duration::from_std(self.options.lease_ttl).unwrap_or(chrono::Duration::MAX);
+    async fn lease(
+        &mut self,
+        now: DateTime<Utc>,
+        before_send: bool,
+    ) -> mt_store::Result<Option<mt_store::Fence>> {
+        let ttl = self.options.lease_ttl;
         let margin = if before_send {
-            chrono::Duration::from_std(self.options.request_timeout + Duration::from_secs(11))
-                .unwrap_or(chrono::Duration::MAX)
-                .max(ttl / 2)
+            (self.options.request_timeout + Duration::from_secs(11)).max(ttl / 2)
         } else {
             ttl / 2
         };
-        if let Some(until) = self.lease_until
-            && until - now > margin
+        let wall_margin = chrono::Duration::from_std(margin).unwrap_or(chrono::Duration::MAX);
+        if let Some(held) = &self.lease
+            && held.until - now > wall_margin
+            && held
+                .until_mono
+                .checked_duration_since(std::time::Instant::now())
+                .is_some_and(|left| left > margin)
         {
-            return Ok(true);
+            return Ok(Some(held.fence.clone()));
         }
-        let held = self
+        // Measured from before the request: the lease surely holds that long.
+        let asked = std::time::Instant::now();
+        let fence = self
             .store
-            .acquire_lease(LEASE_NAME, &self.holder, self.options.lease_ttl, now)
+            .acquire_lease(LEASE_NAME, &self.holder, ttl)
             .await?;
-        self.lease_until = held.then(|| now + ttl);
-        Ok(held)
+        self.lease = fence.clone().map(|fence| HeldLease {
+            fence,
+            until: now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
+            until_mono: asked + ttl,
+        });
+        Ok(fence)
     }
 
     /// Waits until one more message to `chat` keeps within Telegram's pacing.

@@ -84,6 +84,14 @@ pub enum Error {
     /// `backup` refuses to overwrite an existing file.
     #[error("backup target {0} already exists; choose a new file name")]
     BackupTargetExists(PathBuf),
+    /// A fenced write by a process whose lease was taken over (SPEC §7.9): nothing was written.
+    #[error(
+        "lease {name} is now held by another instance (this one was too slow, paused or cut off); nothing was written"
+    )]
+    LeaseLost {
+        /// The lease.
+        name: String,
+    },
     /// A caller passed a value the schema cannot hold.
     #[error("invalid value: {0}")]
     Invalid(String),

@@ -16,7 +16,7 @@ mod calm;
 mod error;
 mod gaps;
 mod holds;
-mod lease;
+pub mod lease;
 mod loose;
 mod migrate;
 mod outbox;
@@ -37,6 +37,7 @@ pub use calm::{CalmUpdate, PrefixCalmStatus};
 pub use error::{Error, Result};
 pub use gaps::TelemetryGap;
 pub use holds::Hold;
+pub use lease::Fence;
 pub use migrate::{SchemaStatus, embedded_schema_version};
 pub use outbox::{
     ChatPause, NewNotification, NotificationRecord, OutboxStats, QueueHead, QueuedNotification,

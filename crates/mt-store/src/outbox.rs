@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use mt_common::timefmt::to_db;
 use serde::Serialize;
 
-use crate::{Result, Store, WriteTx};
+use crate::{Fence, Result, Store, WriteTx};
 
 /// A message to queue. The text is already rendered for `parse_mode` and at most one Telegram
 /// message long.
@@ -216,14 +216,17 @@ impl Store {
     }
 
     /// Records a failed attempt and when to try again. The message stays queued; `refused`
-    /// counts a permanent refusal.
+    /// counts a permanent refusal. Fenced: only the sender lease's holder writes it.
     pub async fn reschedule_notification(
         &self,
+        fence: &Fence,
         id: i64,
         next_attempt_at: DateTime<Utc>,
         error: &str,
         refused: bool,
     ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        tx.check_fence(fence).await?;
         sqlx::query(
             "UPDATE notification_outbox SET attempts = attempts + 1, \
              refusals = refusals + ?4, last_error = ?2, next_attempt_at = ?3 \
@@ -233,34 +236,39 @@ impl Store {
         .bind(error)
         .bind(to_db(next_attempt_at))
         .bind(i64::from(refused))
-        .execute(self.pool())
+        .execute(tx.conn())
         .await?;
-        Ok(())
+        tx.commit().await
     }
 
-    /// Marks a message Telegram refused for good as `failed` (it leaves the queue).
-    pub async fn fail_notification(&self, id: i64, error: &str) -> Result<()> {
+    /// Marks a message Telegram refused for good as `failed` (it leaves the queue). Fenced.
+    pub async fn fail_notification(&self, fence: &Fence, id: i64, error: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        tx.check_fence(fence).await?;
         sqlx::query(
             "UPDATE notification_outbox SET status = 'failed', attempts = attempts + 1, \
              refusals = refusals + 1, last_error = ?2 WHERE id = ?1 AND status = 'queued'",
         )
         .bind(id)
         .bind(error)
-        .execute(self.pool())
+        .execute(tx.conn())
         .await?;
-        Ok(())
+        tx.commit().await
     }
 
     /// Pauses delivery to `chat_id` until `until` after a chat-level refusal (one more
-    /// consecutive failure).
+    /// consecutive failure). Fenced.
     pub async fn pause_chat(
         &self,
+        fence: &Fence,
         chat_id: &str,
         reason: &str,
         until: DateTime<Utc>,
         migrate_to: Option<i64>,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        tx.check_fence(fence).await?;
         sqlx::query(
             "INSERT INTO notification_chat_pauses (chat_id, reason, failures, paused_since, \
              paused_until, migrate_to_chat_id) VALUES (?1, ?2, 1, ?3, ?4, ?5) \
@@ -273,9 +281,9 @@ impl Store {
         .bind(to_db(now))
         .bind(to_db(until))
         .bind(migrate_to.map(|id| id.to_string()))
-        .execute(self.pool())
+        .execute(tx.conn())
         .await?;
-        Ok(())
+        tx.commit().await
     }
 
     /// Every paused chat.
@@ -289,9 +297,18 @@ impl Store {
         Ok(rows)
     }
 
-    /// Marks a message delivered and lifts its chat's pause, in one transaction.
-    pub async fn record_delivery(&self, id: i64, chat_id: &str, at: DateTime<Utc>) -> Result<()> {
+    /// Marks a message delivered and lifts its chat's pause, in one transaction. Fenced: a
+    /// sender whose lease was taken over cannot record (SPEC §10: the new holder may repeat
+    /// that one message).
+    pub async fn record_delivery(
+        &self,
+        fence: &Fence,
+        id: i64,
+        chat_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
+        tx.check_fence(fence).await?;
         sqlx::query(
             "UPDATE notification_outbox SET status = 'sent', sent_at = ?2 \
              WHERE id = ?1 AND status = 'queued'",

@@ -23,6 +23,10 @@ pub struct OpenOptions {
     /// Pool size. SQLite serialises writers anyway; a few connections let reads proceed while
     /// one connection writes.
     pub max_connections: u32,
+    /// The database's clock, which judges lease expiry (SPEC §7.9). `None` (production): the
+    /// clock SQLite reads in the transaction. Tests set a manual clock here, standing for the
+    /// database server's clock, independent of each host's.
+    pub database_clock: Option<mt_common::SharedClock>,
 }
 
 impl OpenOptions {
@@ -32,6 +36,7 @@ impl OpenOptions {
             path: path.into(),
             busy_timeout: Duration::from_secs(10),
             max_connections: 4,
+            database_clock: None,
         }
     }
 
@@ -55,6 +60,7 @@ pub struct Store {
     /// connections costs far more than the transactions themselves. The busy timeout then only
     /// arbitrates between processes.
     writer: Arc<tokio::sync::Mutex<()>>,
+    database_clock: Option<mt_common::SharedClock>,
 }
 
 impl fmt::Debug for Store {
@@ -96,7 +102,7 @@ impl Store {
             .await
             .map_err(open_err)?;
         let schema = migrate::run(&pool, &path).await;
-        Self::assemble(pool, path, schema).await
+        Self::assemble(pool, path, schema, options).await
     }
 
     /// Opens an existing database for an operator's read command (SPEC §5, §9): never creates,
@@ -156,7 +162,7 @@ impl Store {
             }
         };
         let schema = migrate::current(&pool, &path).await;
-        Self::assemble(pool, path, schema).await
+        Self::assemble(pool, path, schema, options).await
     }
 
     /// The store over an open pool, once its schema is settled; a schema error closes the pool.
@@ -164,6 +170,7 @@ impl Store {
         pool: SqlitePool,
         path: PathBuf,
         schema: Result<SchemaStatus>,
+        options: &OpenOptions,
     ) -> Result<Self> {
         match schema {
             Ok(schema) => Ok(Self {
@@ -171,6 +178,7 @@ impl Store {
                 path: Arc::new(path),
                 schema: Arc::new(schema),
                 writer: Arc::new(tokio::sync::Mutex::new(())),
+                database_clock: options.database_clock.clone(),
             }),
             Err(e) => {
                 pool.close().await;
@@ -198,6 +206,7 @@ impl Store {
         let guard = self.writer.clone().lock_owned().await;
         Ok(WriteTx {
             tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            database_clock: self.database_clock.clone(),
             _writer: guard,
         })
     }
@@ -277,6 +286,7 @@ fn create_group_writable(path: &Path) -> std::io::Result<()> {
 pub struct WriteTx {
     // Declared first: dropped (rolled back) before the writer slot is released.
     tx: Transaction<'static, Sqlite>,
+    database_clock: Option<mt_common::SharedClock>,
     _writer: tokio::sync::OwnedMutexGuard<()>,
 }
 
@@ -301,5 +311,18 @@ impl WriteTx {
 
     pub(crate) fn conn(&mut self) -> &mut SqliteConnection {
         &mut self.tx
+    }
+
+    /// The database's clock, in Unix milliseconds (SPEC §7.9: it judges lease expiry).
+    pub async fn database_now_ms(&mut self) -> Result<i64> {
+        if let Some(clock) = &self.database_clock {
+            return Ok(clock.now().timestamp_millis());
+        }
+        let (ms,): (i64,) = sqlx::query_as(
+            "SELECT CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)",
+        )
+        .fetch_one(self.conn())
+        .await?;
+        Ok(ms)
     }
 }

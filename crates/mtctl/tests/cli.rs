@@ -218,19 +218,36 @@ fn notifications_shows_waiting_messages_with_their_last_error() {
         });
         let ids = notifier.queue(&mut tx, &message, now).await.expect("queue");
         tx.commit().await.expect("commit");
+        // What a sender writes, under the sender lease.
+        let fence = store
+            .acquire_lease(
+                mt_notify::LEASE_NAME,
+                "test-sender",
+                std::time::Duration::from_secs(60),
+            )
+            .await
+            .expect("lease")
+            .expect("free");
         store
-            .reschedule_notification(ids[0], now, "429 flood control: retry after 17s", false)
+            .reschedule_notification(
+                &fence,
+                ids[0],
+                now,
+                "429 flood control: retry after 17s",
+                false,
+            )
             .await
             .expect("reschedule");
         let mut tx = store.begin().await.expect("tx");
         let refused = notifier.queue(&mut tx, &message, now).await.expect("queue");
         tx.commit().await.expect("commit");
         store
-            .fail_notification(refused[0], "Bad Request: message is too long")
+            .fail_notification(&fence, refused[0], "Bad Request: message is too long")
             .await
             .expect("fail");
         store
             .pause_chat(
+                &fence,
                 "-1001",
                 "chat migrated to a supergroup",
                 now,

@@ -87,9 +87,13 @@ impl World {
             vec![("MT_TELEGRAM_BOT_TOKEN".into(), "123456:cf-sim".into())],
         )
         .unwrap();
-        let store = Store::open(&OpenOptions::from_config(&config.database))
-            .await
-            .unwrap();
+        // The engine's clock is the database's as well (it judges lease expiry, SPEC §7.9).
+        let store = Store::open(&OpenOptions {
+            database_clock: Some(clock.shared()),
+            ..OpenOptions::from_config(&config.database)
+        })
+        .await
+        .unwrap();
         let options = ClientOptions {
             retry: RetryPolicy {
                 delays: vec![Duration::from_millis(1); 3],
@@ -153,9 +157,12 @@ impl World {
 
     /// A second instance on the same database file and Cloudflare.
     pub async fn second_instance(&self) -> Engine {
-        let store = Store::open(&OpenOptions::from_config(&self.engine.config.database))
-            .await
-            .unwrap();
+        let store = Store::open(&OpenOptions {
+            database_clock: Some(self.clock.shared()),
+            ..OpenOptions::from_config(&self.engine.config.database)
+        })
+        .await
+        .unwrap();
         Engine {
             store,
             holder: format!("{}-b", Engine::new_holder()),

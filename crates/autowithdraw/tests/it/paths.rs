@@ -393,3 +393,57 @@ async fn a_cidr_that_no_longer_matches_is_never_acted_on() {
     }
     assert!(w.sim.sim.patches().is_empty());
 }
+
+/// Two instances, and a cycle slower than the lease: A's `pre_withdraw_command` hangs past
+/// the lease's TTL, B takes the lease over (by the database's clock) and withdraws; then A's
+/// command returns. Before: nothing fenced A, which PATCHed a second time. Now: A's intent
+/// transaction finds the lease taken over and A stops without a PATCH (SPEC §7.9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_slower_than_the_lease_never_patches_after_a_takeover() {
+    let dir = tempfile::tempdir().unwrap();
+    let (started, go) = (dir.path().join("started"), dir.path().join("go"));
+    let script = dir.path().join("pre-withdraw.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ntouch '{}'\nwhile [ ! -f '{}' ]; do sleep 0.05; done\n",
+            started.display(),
+            go.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let w = World::attacked_p24().await;
+    while w.t() < 600 + CALM_AND_DELAY {
+        assert!(w.step().await.withdrawn.is_empty());
+    }
+    // Instance A (the lease holder so far), now with the hanging command.
+    let mut config = (*w.engine.config).clone();
+    config.autowithdraw.pre_withdraw_command = script.display().to_string();
+    let a = Engine {
+        config: Arc::new(config),
+        ..w.engine.clone()
+    };
+    let slow = tokio::spawn(async move { a.cycle().await });
+    let mut waited = 0;
+    while !started.exists() {
+        assert!(waited < 2000, "A reached its pre_withdraw_command");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    // A hangs past its lease; B takes over and withdraws.
+    w.clock.advance(
+        chrono::Duration::from_std(w.engine.lease_ttl()).unwrap() + chrono::Duration::seconds(1),
+    );
+    let b = w.second_instance().await;
+    let rb = b.cycle().await.unwrap();
+    assert!(!rb.passive, "the lease expired by the database's clock");
+    assert_eq!(rb.withdrawn, ["203.0.113.0/24"]);
+    // A's command returns.
+    std::fs::write(&go, "").unwrap();
+    let ra = slow.await.unwrap().unwrap();
+    assert_eq!(w.sim.sim.patches().len(), 1, "{:?}", w.sim.sim.patches());
+    assert!(ra.lease_lost && ra.withdrawn.is_empty(), "{ra:?}");
+    assert_eq!(w.store.withdrawal_history(10).await.unwrap().len(), 1);
+}

@@ -50,6 +50,8 @@ struct State {
     refuse: Vec<Refuse>,
     /// After the next success: tell the test, then wait for its go-ahead before answering.
     hold_after_accept: Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>,
+    /// Successful answers are sent this much later (without blocking other requests).
+    answer_delay: Duration,
 }
 
 fn telegram_error(code: u16, description: &str, parameters: Option<Value>) -> ResponseTemplate {
@@ -137,7 +139,7 @@ impl Respond for Responder {
                     let _ = go.recv_timeout(Duration::from_secs(20));
                     state = fake.state.lock().unwrap();
                 }
-                ResponseTemplate::new(200).set_body_json(json!({
+                ResponseTemplate::new(200).set_delay(state.answer_delay).set_body_json(json!({
                     "ok": true,
                     "result": {
                         "message_id": state.delivered.len(),
@@ -194,6 +196,11 @@ impl FakeTelegram {
         let (go_tx, go_rx) = std::sync::mpsc::channel();
         self.state.lock().unwrap().hold_after_accept = Some((accepted_tx, go_rx));
         (accepted_rx, go_tx)
+    }
+
+    /// Answers every later accepted message `delay` late (a slow network, a paused process).
+    pub fn set_answer_delay(&self, delay: Duration) {
+        self.state.lock().unwrap().answer_delay = delay;
     }
 
     pub fn set_outage(&self, on: bool) {
@@ -261,10 +268,14 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let telegram = FakeTelegram::start().await;
         let config = config(&dir.path().join("mt.db"), &telegram.server.uri(), enabled);
-        let store = Store::open(&OpenOptions::from_config(&config.database))
-            .await
-            .unwrap();
         let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 1, 19, 0, 0, 0).unwrap());
+        // The test clock is the database's as well: it judges lease expiry (SPEC §7.9).
+        let store = Store::open(&OpenOptions {
+            database_clock: Some(clock.shared()),
+            ..OpenOptions::from_config(&config.database)
+        })
+        .await
+        .unwrap();
         let notifier = Notifier::new(&config.telegram);
         Self {
             _dir: dir,
@@ -278,9 +289,15 @@ impl Harness {
 
     /// A second connection pool on the same file, as another daemon would have.
     pub async fn other_daemon_store(&self) -> Store {
-        Store::open(&OpenOptions::from_config(&self.config.database))
-            .await
-            .unwrap()
+        Store::open(&self.store_options()).await.unwrap()
+    }
+
+    /// How every process of the test opens the database (on the test's database clock).
+    pub fn store_options(&self) -> OpenOptions {
+        OpenOptions {
+            database_clock: Some(self.clock.shared()),
+            ..OpenOptions::from_config(&self.config.database)
+        }
     }
 
     pub fn message(n: usize) -> Message {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use chrono::Duration as Span;
+use mt_notify::{Sender, SenderOptions};
 use mt_store::OpenOptions;
 
 use crate::common::*;
@@ -26,7 +27,7 @@ async fn a_delivery_the_database_cannot_record_is_never_sent_again() {
     h.enqueue(0..3).await;
     let sender_store = mt_store::Store::open(&OpenOptions {
         busy_timeout: Duration::from_millis(200),
-        ..OpenOptions::from_config(&h.config.database)
+        ..h.store_options()
     })
     .await
     .unwrap();
@@ -203,4 +204,91 @@ async fn chat_not_found_pauses_the_chat() {
     assert_eq!((stats.queued, stats.failed), (2, 0));
     stop.cancel();
     task.await.unwrap();
+}
+
+/// A sender on a host whose clock lags (or that was paused) still believes in its lease when
+/// the database's clock says it expired and another sender took over (SPEC §7.9, §10). Before:
+/// nothing fenced it, so it recorded its delivery and went on sending the queue next to the
+/// new holder (later messages twice). Now: its record is refused by the fencing token, it
+/// stands by, and every later message is sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_whose_lease_was_taken_over_cannot_record_and_stands_by() {
+    let h = Harness::new(true).await;
+    h.enqueue(0..3).await;
+    // Sender A: its own host clock, which never moves (lagging, or paused), and a slow path to
+    // Telegram (its own fake, answering two seconds late).
+    let slow = FakeTelegram::start().await;
+    slow.set_answer_delay(Duration::from_secs(2));
+    let a_config = config(&h.config.database.path, &slow.server.uri(), true);
+    let lagging = mt_common::ManualClock::new(h.clock.now_utc());
+    let a = Sender::new(
+        &a_config,
+        h.other_daemon_store().await,
+        lagging.shared(),
+        SenderOptions {
+            request_timeout: Duration::from_secs(10),
+            ..fast_options()
+        },
+    )
+    .unwrap();
+    let (task_a, stop_a) = h.spawn(a);
+    eventually("A sent its first message", || async {
+        slow.requests() >= 1
+    })
+    .await;
+
+    // By the database's clock A's lease (30 s) expires; B takes over and drains the queue,
+    // repeating the one message A has not recorded (allowed: at most one per chat).
+    h.clock.advance(Span::seconds(31));
+    let b = h.sender(h.other_daemon_store().await);
+    let holder_b = b.holder().to_owned();
+    let (task_b, stop_b) = h.spawn(b);
+    eventually("B drained the queue", || async { h.queued().await == 0 }).await;
+
+    // A hears Telegram's answer (two seconds after sending) and cannot record it; more
+    // messages come.
+    eventually("A's answer arrived", || async {
+        slow.delivered().len() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // (Queued by a daemon on A's host: due by A's clock as well as by B's.)
+    for n in 3..8 {
+        let mut tx = h.store.begin().await.unwrap();
+        h.notifier
+            .queue(&mut tx, &Harness::message(n), lagging.now_utc())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    eventually("the new messages delivered", || async {
+        h.queued().await == 0
+    })
+    .await;
+    // Give a stale A every chance to send them too.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        slow.requests(),
+        1,
+        "A sends nothing after losing its lease: {:?}",
+        slow.delivered_texts()
+    );
+    assert_eq!(
+        names(&h.telegram.delivered_texts()),
+        expected(0..8),
+        "B repeats A's unrecorded message once; every later message is sent once"
+    );
+    assert_eq!(
+        h.store
+            .lease_holder(mt_notify::LEASE_NAME)
+            .await
+            .unwrap()
+            .map(|(holder, _)| holder),
+        Some(holder_b),
+        "B keeps the lease"
+    );
+    stop_a.cancel();
+    stop_b.cancel();
+    task_a.await.unwrap();
+    task_b.await.unwrap();
 }

@@ -416,44 +416,51 @@ fn tokio_util_stop() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false))
 }
 
+/// Two processes on one database whose clock (SPEC §7.9: the database's, not the hosts')
+/// is a manual clock.
+async fn two_on_one_clock(db: &TestDb) -> (Store, Store, mt_common::ManualClock) {
+    let clock = mt_common::ManualClock::new(Utc.with_ymd_and_hms(2026, 1, 19, 0, 0, 0).unwrap());
+    let open = || async {
+        Store::open(&mt_store::OpenOptions {
+            database_clock: Some(clock.shared()),
+            ..mt_store::OpenOptions::new(&db.path)
+        })
+        .await
+        .unwrap()
+    };
+    (open().await, open().await, clock)
+}
+
 #[tokio::test]
 async fn a_lease_has_one_holder_until_it_expires_or_is_released() {
     let db = TestDb::new();
-    let a = db.open().await;
-    let b = db.open().await;
-    let t0 = Utc.with_ymd_and_hms(2026, 1, 19, 0, 0, 0).unwrap();
+    let (a, b, clock) = two_on_one_clock(&db).await;
     let ttl = StdDuration::from_secs(30);
-    assert!(a.acquire_lease("sender", "a", ttl, t0).await.unwrap());
-    assert!(
-        !b.acquire_lease("sender", "b", ttl, t0 + Duration::seconds(29))
-            .await
-            .unwrap()
+    let first = a.acquire_lease("sender", "a", ttl).await.unwrap().unwrap();
+    clock.advance(Duration::seconds(29));
+    assert_eq!(b.acquire_lease("sender", "b", ttl).await.unwrap(), None);
+    assert_eq!(
+        a.acquire_lease("sender", "a", ttl).await.unwrap(),
+        Some(first.clone()),
+        "renewal keeps the token"
     );
-    assert!(
-        a.acquire_lease("sender", "a", ttl, t0 + Duration::seconds(29))
-            .await
-            .unwrap(),
-        "renewal"
-    );
-    assert!(
-        !b.acquire_lease("sender", "b", ttl, t0 + Duration::seconds(58))
-            .await
-            .unwrap(),
+    clock.advance(Duration::seconds(29));
+    assert_eq!(
+        b.acquire_lease("sender", "b", ttl).await.unwrap(),
+        None,
         "renewed until 59s"
     );
+    clock.advance(Duration::seconds(2));
+    let second = b
+        .acquire_lease("sender", "b", ttl)
+        .await
+        .unwrap()
+        .expect("expired: taken over");
+    assert_eq!(second.token, first.token + 1, "a new holder, a new token");
+    clock.advance(Duration::seconds(1));
+    assert_eq!(a.acquire_lease("sender", "a", ttl).await.unwrap(), None);
     assert!(
-        b.acquire_lease("sender", "b", ttl, t0 + Duration::seconds(60))
-            .await
-            .unwrap(),
-        "expired: taken over"
-    );
-    assert!(
-        !a.acquire_lease("sender", "a", ttl, t0 + Duration::seconds(61))
-            .await
-            .unwrap()
-    );
-    assert!(
-        a.acquire_lease("other", "a", ttl, t0).await.unwrap(),
+        a.acquire_lease("other", "a", ttl).await.unwrap().is_some(),
         "leases are independent by name"
     );
     a.release_lease("sender", "a").await.unwrap();
@@ -467,10 +474,85 @@ async fn a_lease_has_one_holder_until_it_expires_or_is_released() {
         "only the holder can release"
     );
     b.release_lease("sender", "b").await.unwrap();
-    assert!(
-        a.acquire_lease("sender", "a", ttl, t0 + Duration::seconds(62))
+    assert!(b.lease_holder("sender").await.unwrap().is_none());
+    let third = a
+        .acquire_lease("sender", "a", ttl)
+        .await
+        .unwrap()
+        .expect("released: free at once");
+    assert_eq!(third.token, second.token + 1, "the token never goes back");
+}
+
+/// An instance paused past its lease (SPEC §7.9): the other takes over, and every fenced
+/// write of the stale one is refused, in the transaction that would have written.
+#[tokio::test]
+async fn a_holder_whose_lease_was_taken_over_cannot_write_under_it() {
+    let db = TestDb::new();
+    let (a, b, clock) = two_on_one_clock(&db).await;
+    let ttl = StdDuration::from_secs(300);
+    let stale = a
+        .acquire_lease("autowithdraw", "a", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut tx = a.begin().await.unwrap();
+    tx.check_fence(&stale).await.unwrap();
+    tx.renew_lease(&stale, ttl).await.unwrap();
+    tx.commit().await.unwrap();
+    // Paused for longer than the lease.
+    clock.advance(Duration::seconds(301));
+    let fresh = b
+        .acquire_lease("autowithdraw", "b", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut tx = a.begin().await.unwrap();
+    let err = tx.check_fence(&stale).await.unwrap_err();
+    assert!(matches!(err, mt_store::Error::LeaseLost { .. }), "{err}");
+    assert!(err.to_string().contains("another instance"), "{err}");
+    assert!(matches!(
+        tx.renew_lease(&stale, ttl).await.unwrap_err(),
+        mt_store::Error::LeaseLost { .. }
+    ));
+    drop(tx);
+    let mut tx = b.begin().await.unwrap();
+    tx.renew_lease(&fresh, ttl).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        b.lease_holder("autowithdraw")
             .await
-            .unwrap(),
-        "released: free at once"
+            .unwrap()
+            .map(|(h, _)| h)
+            .as_deref(),
+        Some("b")
     );
+}
+
+/// Without a test clock, the database's own clock judges expiry (real time here).
+#[tokio::test]
+async fn the_database_clock_judges_expiry() {
+    let db = TestDb::new();
+    let a = db.open().await;
+    let b = db.open().await;
+    let short = StdDuration::from_millis(300);
+    let before = Utc::now();
+    assert!(a.acquire_lease("x", "a", short).await.unwrap().is_some());
+    let after = Utc::now();
+    let (_, until) = a.lease_holder("x").await.unwrap().unwrap();
+    let ttl = Duration::milliseconds(300);
+    let slack = Duration::milliseconds(5);
+    assert!(
+        before + ttl - slack <= until && until <= after + ttl + slack,
+        "expiry {until} judged by the clock SQLite reads ({before} .. {after} + 300 ms)"
+    );
+    // Wait (in real time, a third of a second) until the database says it expired.
+    let mut taken = None;
+    for _ in 0..200 {
+        taken = b.acquire_lease("x", "b", short).await.unwrap();
+        if taken.is_some() {
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+    }
+    assert_eq!(taken.map(|f| f.token), Some(2));
 }

@@ -107,7 +107,7 @@ async fn legacy_database_is_adopted_in_place_without_touching_a_row() {
     assert!(before.contains("'autowithdraw_daemon'"), "{before}");
 
     let store = db.open().await;
-    assert_eq!(store.schema().applied, (1..=12).collect::<Vec<i64>>());
+    assert_eq!(store.schema().applied, (1..=13).collect::<Vec<i64>>());
     assert_eq!(
         store.schema().added_columns,
         vec![
