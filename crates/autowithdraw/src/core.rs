@@ -120,7 +120,8 @@ pub struct Holds {
     pub pinned: Option<String>,
     /// Global pause, with who and why.
     pub paused: Option<String>,
-    /// The account check found the configured ids wrong.
+    /// The account check found the configured ids wrong, or could not confirm them since the
+    /// config changed: why.
     pub account_mismatch: Option<String>,
 }
 
@@ -403,9 +404,7 @@ fn shared_gates(
         )));
     }
     if let Some(why) = &holds.account_mismatch {
-        return Err(Next::Hold(format!(
-            "config does not match the Cloudflare account: {why}"
-        )));
+        return Err(Next::Hold(format!("account check: {why}")));
     }
     if !cidr_matches {
         return Err(Next::Hold(

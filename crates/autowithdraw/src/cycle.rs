@@ -52,10 +52,14 @@ use crate::judge::{Thresholds, Verdict, Window, judge, judge_buckets};
 /// The lease that lets one instance act; another stays passive until it expires.
 pub const LEASE_NAME: &str = "autowithdraw";
 
-/// How often the account's BGP prefixes are compared with the config (and at start).
+/// How often the account's BGP prefixes are compared with the config (and at every start, and
+/// after every change of the `[[prefixes]]` section).
 const ACCOUNT_CHECK_EVERY: chrono::Duration = chrono::Duration::hours(1);
 /// When the account was last compared with the config.
 pub const ACCOUNT_CHECKED_KEY: &str = "autowithdraw.account_checked_at";
+/// Which `[[prefixes]]` section (its digest) and which process the last successful account
+/// check was for: `<sha256 hex> <holder>`.
+pub const ACCOUNT_CHECKED_FOR_KEY: &str = "autowithdraw.account_checked_for";
 /// Configured prefixes that do not match the account (comma-separated): never acted on.
 pub const MISMATCH_KEY: &str = "autowithdraw.config_mismatch";
 /// Advertised prefixes missing from the config, already alerted (comma-separated).
@@ -470,7 +474,7 @@ impl Engine {
         fence: &Fence,
         prefixes: &mut [Tracked<'_>],
         judged: &Judged,
-        mismatched: &BTreeSet<IpNet>,
+        mismatched: &BTreeMap<IpNet, String>,
         now: DateTime<Utc>,
         report: &mut CycleReport,
     ) -> Result<DateTime<Utc>, CycleError> {
@@ -498,9 +502,7 @@ impl Engine {
                     .find(|h| h.prefix == cidr)
                     .map(|h| format!("{}: {}", h.by, h.reason)),
                 paused: pause.as_ref().map(|h| format!("{}: {}", h.by, h.reason)),
-                account_mismatch: mismatched
-                    .contains(&t.config.cidr)
-                    .then(|| "see the alert".to_owned()),
+                account_mismatch: mismatched.get(&t.config.cidr).cloned(),
             };
             t.last_start = core::last_counting_start(&starts, t.config.cidr);
             let advertised_after_withdrawal = match t.state.withdrawn_at {
@@ -902,7 +904,10 @@ impl Engine {
     /// Compares the account's BGP prefixes with the config, at start and hourly: a configured
     /// BGP prefix id that is missing or has another CIDR is never acted on; an advertised
     /// prefix missing from the config is alerted as unmanaged. Returns the mismatched prefixes.
-    async fn check_account(&self, now: DateTime<Utc>) -> Result<BTreeSet<IpNet>, CycleError> {
+    async fn check_account(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<BTreeMap<IpNet, String>, CycleError> {
         let set = |v: Option<String>| -> BTreeSet<String> {
             v.unwrap_or_default()
                 .split(',')
@@ -911,19 +916,36 @@ impl Engine {
                 .collect()
         };
         let known: BTreeSet<String> = set(self.store.state(MISMATCH_KEY).await?);
-        let as_nets = |s: &BTreeSet<String>| {
+        let mismatch = |s: &BTreeSet<String>| {
             s.iter()
                 .filter_map(|c| c.parse::<IpNet>().ok())
-                .collect::<BTreeSet<_>>()
+                .map(|net| {
+                    (
+                        net,
+                        "config does not match the Cloudflare account (see the alert)".to_owned(),
+                    )
+                })
+                .collect::<BTreeMap<_, _>>()
         };
+        let digest = prefixes_digest(&self.config.prefixes);
+        let checked_for = self.store.state(ACCOUNT_CHECKED_FOR_KEY).await?;
+        let (checked_digest, checked_by) = checked_for
+            .as_deref()
+            .and_then(|v| v.split_once(' '))
+            .unwrap_or_default();
+        let same_config = checked_digest == digest;
         let checked = self
             .store
             .state(ACCOUNT_CHECKED_KEY)
             .await?
             .as_deref()
             .and_then(from_db);
-        if checked.is_some_and(|t| now - t < ACCOUNT_CHECK_EVERY) {
-            return Ok(as_nets(&known));
+        // Checked at every start (another holder) and after every config change, then hourly.
+        if same_config
+            && checked_by == self.holder
+            && checked.is_some_and(|t| now - t < ACCOUNT_CHECK_EVERY)
+        {
+            return Ok(mismatch(&known));
         }
         let account = match self.client.list_account_bgp_prefixes().await {
             Ok(a) => a,
@@ -932,7 +954,21 @@ impl Engine {
                     self.alert_auth(&e, now).await?;
                 }
                 tracing::warn!(error = %e, "cannot compare the config with the account; retrying next cycle");
-                return Ok(as_nets(&known));
+                if same_config {
+                    // The last result was for this very section: it still holds.
+                    return Ok(mismatch(&known));
+                }
+                // The section changed since the last check: no configured id can be trusted
+                // until the account confirms it (never the previous config's result).
+                let why = format!(
+                    "the [[prefixes]] section changed and the account check has not succeeded since ({e}); not acting until it does"
+                );
+                return Ok(self
+                    .config
+                    .prefixes
+                    .iter()
+                    .map(|p| (p.cidr, why.clone()))
+                    .collect());
             }
         };
         let mut tx = self.store.begin().await?;
@@ -1003,8 +1039,14 @@ impl Engine {
         tx.set_state(MISMATCH_KEY, &join(&mismatched), now).await?;
         tx.set_state(UNMANAGED_KEY, &join(&unmanaged), now).await?;
         tx.set_state(ACCOUNT_CHECKED_KEY, &to_db(now), now).await?;
+        tx.set_state(
+            ACCOUNT_CHECKED_FOR_KEY,
+            &format!("{digest} {}", self.holder),
+            now,
+        )
+        .await?;
         tx.commit().await?;
-        Ok(as_nets(&mismatched))
+        Ok(mismatch(&mismatched))
     }
 
     /// Cloudflare refused the token: alerted once per episode.
@@ -1447,6 +1489,18 @@ fn retry_at(e: &mt_cloudflare::Error, s: &PrefixState, now: DateTime<Utc>) -> Da
         .unwrap_or(0)
         .min(BACKOFF_SECS.len() - 1);
     now + chrono::Duration::seconds(BACKOFF_SECS[i])
+}
+
+/// A digest of the `[[prefixes]]` section's ids (order-independent): a change means the account
+/// check must run again before any configured id is trusted.
+fn prefixes_digest(prefixes: &[PrefixConfig]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut lines: Vec<String> = prefixes
+        .iter()
+        .map(|p| format!("{}|{}|{}", p.cidr, p.prefix_id, p.bgp_prefix_id))
+        .collect();
+    lines.sort();
+    hex::encode(Sha256::digest(lines.join("\n")))
 }
 
 /// `t` without its fraction of a second, as the database stores times.

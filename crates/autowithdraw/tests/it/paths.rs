@@ -447,3 +447,161 @@ async fn a_cycle_slower_than_the_lease_never_patches_after_a_takeover() {
     assert!(ra.lease_lost && ra.withdrawn.is_empty(), "{ra:?}");
     assert_eq!(w.store.withdrawal_history(10).await.unwrap().len(), 1);
 }
+
+/// The engine restarted (the old process gave its lease up) with a changed `[[prefixes]]`
+/// section.
+async fn restarted(w: &World, change: impl FnOnce(&mut mt_common::config::Config)) -> Engine {
+    w.store
+        .release_lease(autowithdraw::cycle::LEASE_NAME, &w.engine.holder)
+        .await
+        .unwrap();
+    let mut config = (*w.engine.config).clone();
+    change(&mut config);
+    Engine {
+        config: Arc::new(config),
+        holder: format!("{}-restarted", Engine::new_holder()),
+        ..w.engine.clone()
+    }
+}
+
+/// The "config does not match the account" alerts sent so far.
+async fn mismatch_alerts(w: &World) -> Vec<String> {
+    w.store
+        .notifications(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.kind == "operator_alert" && n.text.contains("CONFIG DOES NOT MATCH"))
+        .map(|n| n.text)
+        .collect()
+}
+
+/// The operator fixes a wrong `bgp_prefix_id` and restarts within the hour. Before: the
+/// account check's time was stored, so the restart skipped it and the stale "does not match"
+/// held the prefix until the hourly check. Now: every start checks again, and the prefix is
+/// withdrawn on schedule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_config_is_checked_at_the_restart_not_an_hour_later() {
+    let w = World::attacked_p24().await;
+    let mut config = (*w.engine.config).clone();
+    config.prefixes[0].bgp_prefix_id = "b-typo".into();
+    let wrong = Engine {
+        config: Arc::new(config),
+        ..w.engine.clone()
+    };
+    while w.t() < 300 {
+        let report = wrong.cycle().await.unwrap();
+        w.clock.advance(chrono::Duration::seconds(60));
+        assert!(report.withdrawn.is_empty());
+    }
+    assert_eq!(
+        mismatch_alerts(&w).await.len(),
+        1,
+        "the mismatch is alerted"
+    );
+    let fixed = restarted(&w, |_| {}).await;
+    let mut withdrawn_at = None;
+    while w.t() <= 3600 {
+        let t = w.t();
+        let report = fixed.cycle().await.unwrap();
+        w.clock.advance(chrono::Duration::seconds(60));
+        if !report.withdrawn.is_empty() {
+            withdrawn_at = Some(t);
+            break;
+        }
+    }
+    assert_eq!(withdrawn_at, Some(600 + CALM_AND_DELAY), "on schedule");
+}
+
+/// Two prefixes' `bgp_prefix_id`s swapped in the config, then a restart within the hour.
+/// Before: the restart skipped the account check for up to an hour, so nobody was told. Now:
+/// the first cycle after the restart alerts both, and neither is ever acted on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapped_bgp_prefix_ids_after_a_restart_are_alerted_at_once() {
+    let w = World::new(
+        vec![
+            prefix("p24", "203.0.113.0/24", 1800),
+            prefix("p51", "198.51.100.0/24", 1800),
+        ],
+        vec![],
+        "",
+    )
+    .await;
+    for _ in 0..3 {
+        w.step().await;
+    }
+    assert!(mismatch_alerts(&w).await.is_empty());
+    let swapped = restarted(&w, |c| {
+        c.prefixes[0].bgp_prefix_id = "b-p51".into();
+        c.prefixes[1].bgp_prefix_id = "b-p24".into();
+    })
+    .await;
+    let first = swapped.cycle().await.unwrap();
+    let alerts = mismatch_alerts(&w).await;
+    assert_eq!(alerts.len(), 2, "{alerts:#?}");
+    assert!(
+        alerts.iter().any(|a| a.contains("`203.0.113.0/24`"))
+            && alerts.iter().any(|a| a.contains("`198.51.100.0/24`")),
+        "{alerts:#?}"
+    );
+    assert_eq!(first.held.len(), 2, "{first:?}");
+    for _ in 0..40 {
+        w.clock.advance(chrono::Duration::seconds(60));
+        swapped.cycle().await.unwrap();
+    }
+    assert!(w.sim.sim.patches().is_empty(), "never acted on");
+    assert_eq!(mismatch_alerts(&w).await.len(), 2, "not repeated");
+}
+
+/// The `[[prefixes]]` section changes and the account list then fails. Before: a restart
+/// within the hour skipped the check, and a failed list fell back to the last result, which
+/// was the previous config's: ids nobody had confirmed were acted on. Now: every prefix is held,
+/// saying why, until the account check of the new section succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_config_change_an_unconfirmed_account_holds_every_prefix() {
+    let w = World::new(
+        vec![
+            prefix("p24", "203.0.113.0/24", 1800),
+            prefix("p51", "198.51.100.0/24", 1800),
+        ],
+        vec![attack("203.0.113.10", -1800, 600)],
+        "",
+    )
+    .await;
+    let mut config = (*w.engine.config).clone();
+    config.prefixes.truncate(1);
+    let one = Engine {
+        config: Arc::new(config),
+        ..w.engine.clone()
+    };
+    one.cycle().await.unwrap();
+    w.clock.advance(chrono::Duration::seconds(60));
+    // Both prefixes configured now (w.engine's config); the restart's account list fails
+    // (every attempt of the client's retries answered 500) until minute 40.
+    let both = restarted(&w, |_| {}).await;
+    let mut withdrawn_at = None;
+    let mut held_why = Vec::new();
+    while w.t() <= 3600 {
+        let t = w.t();
+        if t < 2400 {
+            w.sim.sim.inject(Endpoint::Rest, Fault::Status(500), 4);
+        }
+        let report = both.cycle().await.unwrap();
+        w.clock.advance(chrono::Duration::seconds(60));
+        if t == 600 + CALM_AND_DELAY {
+            held_why = report.held.clone();
+        }
+        if report.withdrawn.iter().any(|p| p == "203.0.113.0/24") {
+            withdrawn_at = Some(t);
+            break;
+        }
+    }
+    assert!(
+        held_why
+            .iter()
+            .any(|(p, why)| p == "203.0.113.0/24" && why.contains("has not succeeded since")),
+        "{held_why:?}"
+    );
+    let at = withdrawn_at.expect("withdrawn once the account confirmed the new section");
+    assert!((2400..=2400 + 120).contains(&at), "{at}");
+}
