@@ -4,6 +4,7 @@
 
 mod common;
 mod daemon;
+mod leases;
 mod paths;
 mod properties;
 mod requests;
