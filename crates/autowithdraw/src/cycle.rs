@@ -556,8 +556,10 @@ impl Engine {
                     }
                     Action::Reconciled => {
                         tracing::warn!(prefix = %cidr, "a withdrawal from before a restart went through; recording it");
+                        // It may have been a scheduled request's: that request is done too.
+                        let request = self.request_of_incident(t.config, &t.state, now).await?;
                         let record = self
-                            .withdrawal_record(t.config, &t.state, now, None)
+                            .withdrawal_record(t.config, &t.state, now, request.as_ref())
                             .await?;
                         writes.push(Write::Withdrawal(Box::new(record)));
                         report.withdrawn.push(cidr.clone());
@@ -1263,6 +1265,29 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// The due request (if any) made during the incident `s` describes, for the prefix.
+    async fn request_of_incident(
+        &self,
+        p: &PrefixConfig,
+        s: &PrefixState,
+        now: DateTime<Utc>,
+    ) -> Result<Option<mt_store::PendingWithdrawal>, CycleError> {
+        Ok(self
+            .store
+            .due_pending_withdrawals(now)
+            .await?
+            .into_iter()
+            .find(|r| {
+                let prefix = r
+                    .prefix
+                    .as_deref()
+                    .and_then(|c| c.trim().parse::<IpNet>().ok());
+                let created = r.created_at.as_deref().and_then(from_db);
+                prefix.is_some_and(|net| net.trunc() == p.cidr)
+                    && created.is_some_and(|c| s.advertised_modified_at.is_none_or(|m| c >= m))
+            }))
     }
 
     /// A request not performed now: it stays pending with why.

@@ -243,3 +243,52 @@ async fn a_request_runs_pre_withdraw_command_and_waits_for_it() {
     assert!(performed);
     performed_as_scheduled(&w).await;
 }
+
+/// The daemon dies after a request's intent and PATCH, before recording the outcome. The
+/// restarted instance reconciles the intent with Cloudflare's reading (no second PATCH), and
+/// the request is done: removed, and in the history as `auto_scheduled`. It is never failed
+/// later as a request "from an earlier advertisement".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_outcome_was_lost_in_a_crash_is_reconciled_as_done() {
+    let (w, engine) = calm_world(|_| {}).await;
+    while w.t() < 600 {
+        assert!(!step(&w, &engine).await);
+    }
+    sqlite(&w, SEED_INSERT);
+    // What the crashed process left: the intent committed, the PATCH carried out.
+    let mut state = w
+        .store
+        .prefix_state("203.0.113.0/24")
+        .await
+        .unwrap()
+        .unwrap();
+    state.intent_at = Some(w.now());
+    let mut tx = w.store.begin().await.unwrap();
+    tx.save_prefix_state(&state, w.now()).await.unwrap();
+    tx.commit().await.unwrap();
+    engine
+        .client
+        .set_advertised("p24", "b-p24", false)
+        .await
+        .unwrap();
+    w.store
+        .release_lease(autowithdraw::cycle::LEASE_NAME, &engine.holder)
+        .await
+        .unwrap();
+    let restarted = Engine {
+        holder: format!("{}-restarted", Engine::new_holder()),
+        ..engine.clone()
+    };
+    w.clock.advance(chrono::Duration::minutes(2));
+    let report = restarted.cycle().await.unwrap();
+    assert_eq!(report.withdrawn, ["203.0.113.0/24"]);
+    performed_as_scheduled(&w).await;
+    for _ in 0..5 {
+        w.clock.advance(chrono::Duration::minutes(1));
+        restarted.cycle().await.unwrap();
+    }
+    assert!(
+        !w.kinds().await.iter().any(|k| k == "operator_alert"),
+        "never failed as stale"
+    );
+}
