@@ -111,6 +111,8 @@ pub struct CycleReport {
     /// Another instance took the lease over during this cycle (this one was slower than its
     /// lease, or paused): it stopped at its next fenced write, without a PATCH after it.
     pub lease_lost: bool,
+    /// The fencing token this instance acted under (`None`: passive).
+    pub lease_token: Option<i64>,
     /// Windows judged.
     pub windows: usize,
     /// Why judging stopped early, if it did.
@@ -235,6 +237,7 @@ impl Engine {
             report.passive = true;
             return Ok(report);
         };
+        report.lease_token = Some(fence.token);
         match self.act(&fence, now, &mut report).await {
             Ok(()) => Ok(report),
             Err(e) if e.is_lease_lost() => {

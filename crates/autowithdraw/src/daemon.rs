@@ -36,8 +36,13 @@ pub struct Metrics {
     pub withdrawals: Counter,
     /// Withdrawal attempts that failed.
     pub withdraw_failures: Counter,
+    /// Times this instance became the lease holder (a new fencing token).
+    pub lease_acquired: Counter,
+    /// Cycles that found the lease taken over mid-cycle (slower than the lease, or paused).
+    pub lease_lost: Counter,
     last_success: Mutex<Option<DateTime<Utc>>>,
     passive: Mutex<bool>,
+    lease_token: Mutex<Option<i64>>,
 }
 
 /// Everything `run` needs besides the metrics listener.
@@ -131,6 +136,22 @@ pub async fn run(
                     .passive
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner) = report.passive;
+                {
+                    let mut token = metrics
+                        .lease_token
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    if report.lease_token.is_some() && report.lease_token != *token {
+                        metrics.lease_acquired.inc();
+                        tracing::info!(token = report.lease_token, "this instance holds the lease");
+                    }
+                    if report.lease_token.is_some() || report.passive {
+                        *token = report.lease_token;
+                    }
+                }
+                if report.lease_lost {
+                    metrics.lease_lost.inc();
+                }
                 metrics.withdrawals.add(report.withdrawn.len() as u64);
                 metrics.withdraw_failures.add(report.failed.len() as u64);
                 if let Some(reason) = &report.unknown {
@@ -245,6 +266,16 @@ async fn metrics_page(State(http): State<Http>) -> Response {
         "mt_autowithdraw_passive",
         "1 while another instance holds the lease.",
         if passive { 1.0 } else { 0.0 },
+    )
+    .counter(
+        "mt_autowithdraw_lease_acquired_total",
+        "Times this instance became the lease holder (a new fencing token); rising on several instances means the lease flaps.",
+        m.lease_acquired.get(),
+    )
+    .counter(
+        "mt_autowithdraw_lease_lost_total",
+        "Cycles that found the lease taken over by another instance mid-cycle (this one was slower than the lease, or paused); they stopped without writing or PATCHing.",
+        m.lease_lost.get(),
     )
     .gauge_vec(
         "mt_autowithdraw_prefix_advertised",

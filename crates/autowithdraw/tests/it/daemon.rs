@@ -48,6 +48,11 @@ async fn the_daemon_cycles_and_reports() {
     );
     assert!(page.contains("mt_autowithdraw_passive 0"), "{page}");
     assert!(
+        page.contains("mt_autowithdraw_lease_acquired_total 1")
+            && page.contains("mt_autowithdraw_lease_lost_total 0"),
+        "{page}"
+    );
+    assert!(
         page.contains("mt_autowithdraw_judged_until_age_seconds 180"),
         "judged up to now - analytics_delay: {page}"
     );
