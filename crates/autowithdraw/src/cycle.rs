@@ -257,9 +257,9 @@ impl Engine {
         report: &mut CycleReport,
     ) -> Result<(), CycleError> {
         let report = &mut *report;
-        let mismatched = self.check_account(now).await?;
-        let mut prefixes = self.read_advertisements(now).await?;
-        let judged = self.judge_backlog(now).await?;
+        let mismatched = self.check_account(fence, now).await?;
+        let mut prefixes = self.read_advertisements(fence, now).await?;
+        let judged = self.judge_backlog(fence, now).await?;
         report.windows = judged.windows;
         report.unknown.clone_from(&judged.unknown);
         report.lost.clone_from(&judged.gaps);
@@ -301,6 +301,7 @@ impl Engine {
     /// Every configured prefix's saved state and Cloudflare's reading of it.
     async fn read_advertisements(
         &self,
+        fence: &Fence,
         now: DateTime<Utc>,
     ) -> Result<Vec<Tracked<'_>>, CycleError> {
         let mut out = Vec::with_capacity(self.config.prefixes.len());
@@ -321,7 +322,7 @@ impl Engine {
                 Err(e) => {
                     if e.is_auth() {
                         tracing::error!(prefix = %cidr, error = %e, "Cloudflare refused the API token");
-                        self.alert_auth(&e, now).await?;
+                        self.alert_auth(fence, &e, now).await?;
                     } else {
                         tracing::warn!(prefix = %cidr, error = %e, "cannot read the advertisement; not acting on this prefix");
                     }
@@ -343,7 +344,7 @@ impl Engine {
 
     /// Judges the time not judged yet, oldest first, at most [`MAX_WINDOWS_PER_CYCLE`]
     /// windows; time older than the dataset keeps is declared lost. Persists nothing.
-    async fn judge_backlog(&self, now: DateTime<Utc>) -> Result<Judged, CycleError> {
+    async fn judge_backlog(&self, fence: &Fence, now: DateTime<Utc>) -> Result<Judged, CycleError> {
         let a = &self.config.autowithdraw;
         let horizon = now - span(a.analytics_delay);
         let mut window = span(a.window);
@@ -365,7 +366,7 @@ impl Engine {
         };
         // The dataset's settings bound every query; a dataset that cannot answer leaves
         // everything unknown (never calm).
-        self.refresh_settings(now).await?;
+        self.refresh_settings(fence, now).await?;
         let limits = self.datasets.limits(a.window, QUERY_LIMIT);
         window = span(limits.max_window).min(window);
         let unusable = self.datasets.problems();
@@ -736,8 +737,15 @@ impl Engine {
         ) {
             Ok(budget) => budget,
             Err(why) => {
-                // The intent stays; the next cycle's reading drops it (nothing was sent).
+                // Nothing was sent: take the intent back (fenced), so a withdrawal by someone
+                // else before the next reading is never recorded as ours.
                 tracing::warn!(prefix = %cidr, %why, "withdrawal not sent");
+                let mut without = before;
+                without.intent_at = None;
+                let mut tx = self.begin(fence).await?;
+                tx.save_prefix_state(&without, now).await?;
+                tx.commit().await?;
+                t.state = without;
                 report.held.push((cidr, why));
                 return Ok(());
             }
@@ -888,7 +896,7 @@ impl Engine {
 
     /// Reads the calm-tracking dataset's settings when due (at start and hourly); a dataset
     /// that became unusable is told once on Telegram, and again when it is usable.
-    async fn refresh_settings(&self, now: DateTime<Utc>) -> Result<(), CycleError> {
+    async fn refresh_settings(&self, fence: &Fence, now: DateTime<Utc>) -> Result<(), CycleError> {
         let Some(unusable) = self.datasets.refresh(&self.client, now).await else {
             return Ok(());
         };
@@ -898,7 +906,7 @@ impl Engine {
             "no window is judged calm, so nothing is withdrawn automatically",
             now,
         );
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin(fence).await?;
         self.notifier
             .queue(&mut tx, &Message::OperatorAlert(message), now)
             .await?;
@@ -911,6 +919,7 @@ impl Engine {
     /// prefix missing from the config is alerted as unmanaged. Returns the mismatched prefixes.
     async fn check_account(
         &self,
+        fence: &Fence,
         now: DateTime<Utc>,
     ) -> Result<BTreeMap<IpNet, String>, CycleError> {
         let set = |v: Option<String>| -> BTreeSet<String> {
@@ -956,7 +965,7 @@ impl Engine {
             Ok(a) => a,
             Err(e) => {
                 if e.is_auth() {
-                    self.alert_auth(&e, now).await?;
+                    self.alert_auth(fence, &e, now).await?;
                 }
                 tracing::warn!(error = %e, "cannot compare the config with the account; retrying next cycle");
                 if same_config {
@@ -976,7 +985,7 @@ impl Engine {
                     .collect());
             }
         };
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin(fence).await?;
         if self.store.state(AUTH_FAILED_KEY).await?.is_some() {
             tx.clear_state(AUTH_FAILED_KEY).await?;
         }
@@ -1057,13 +1066,14 @@ impl Engine {
     /// Cloudflare refused the token: alerted once per episode.
     async fn alert_auth(
         &self,
+        fence: &Fence,
         e: &mt_cloudflare::Error,
         now: DateTime<Utc>,
     ) -> Result<(), CycleError> {
         if self.store.state(AUTH_FAILED_KEY).await?.is_some() {
             return Ok(());
         }
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin(fence).await?;
         let message = Message::OperatorAlert(OperatorAlert {
             title: "Cloudflare refused the API token".into(),
             prefix: None,
@@ -1230,7 +1240,11 @@ impl Engine {
                             title: "Scheduled withdrawal not performed".into(),
                             prefix: Some(cidr.clone()),
                             details: format!("pending_withdrawals row {}: {why}", request.id),
-                            consequence: "the prefix stays advertised until it is withdrawn automatically or by hand".into(),
+                            consequence: if t.state.advertised {
+                                "the prefix stays advertised until it is withdrawn automatically or by hand".into()
+                            } else {
+                                "nothing to withdraw now (the prefix is not advertised); delete the row so a later request can be inserted".into()
+                            },
                             at: now,
                         };
                         self.notifier
@@ -1270,7 +1284,9 @@ impl Engine {
         Ok(())
     }
 
-    /// The due request (if any) made during the incident `s` describes, for the prefix.
+    /// The pending request (if any) for the prefix that was due by `now` and made during the
+    /// incident `s` describes, whatever its retry time (a request whose PATCH timed out has a
+    /// retry time ahead, yet its PATCH may have gone through).
     async fn request_of_incident(
         &self,
         p: &PrefixConfig,
@@ -1279,7 +1295,7 @@ impl Engine {
     ) -> Result<Option<mt_store::PendingWithdrawal>, CycleError> {
         Ok(self
             .store
-            .due_pending_withdrawals(now)
+            .all_pending_withdrawals()
             .await?
             .into_iter()
             .find(|r| {
@@ -1288,7 +1304,10 @@ impl Engine {
                     .as_deref()
                     .and_then(|c| c.trim().parse::<IpNet>().ok());
                 let created = r.created_at.as_deref().and_then(from_db);
-                prefix.is_some_and(|net| net.trunc() == p.cidr)
+                let due = r.withdraw_after.as_deref().and_then(from_db);
+                r.status.as_deref().unwrap_or("pending") == "pending"
+                    && prefix.is_some_and(|net| net.trunc() == p.cidr)
+                    && due.is_some_and(|d| d <= now)
                     && created.is_some_and(|c| s.advertised_modified_at.is_none_or(|m| c >= m))
             }))
     }

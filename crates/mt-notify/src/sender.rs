@@ -269,12 +269,12 @@ impl Sender {
             self.unrecorded = None;
         }
         let now = self.clock.now();
-        if self.lease(now, false).await?.is_none() {
+        let Some(fence) = self.lease(now, false).await? else {
             return Ok(Turn::Idle);
-        }
+        };
         let heads = self.store.queue_heads().await?;
         if self.bot.is_none() || heads.iter().any(|h| h.chat_id.is_empty()) {
-            return self.log_only().await;
+            return self.log_only(&fence).await;
         }
         let pauses = self.store.chat_pauses().await?;
         let paused: BTreeMap<String, DateTime<Utc>> = pauses
@@ -370,7 +370,7 @@ impl Sender {
 
     /// Telegram disabled (or no chat): writes the waiting messages to the log and marks them,
     /// a batch per transaction.
-    async fn log_only(&mut self) -> mt_store::Result<Turn> {
+    async fn log_only(&mut self, fence: &mt_store::Fence) -> mt_store::Result<Turn> {
         let batch = self.store.queued_notifications(LOG_BATCH).await?;
         let mut ids = Vec::with_capacity(batch.len());
         for message in batch
@@ -381,7 +381,7 @@ impl Sender {
             ids.push(message.id);
         }
         self.store
-            .mark_notifications_logged(&ids, self.clock.now())
+            .mark_notifications_logged(fence, &ids, self.clock.now())
             .await?;
         Ok(Turn::Again)
     }

@@ -195,13 +195,19 @@ impl Store {
         Ok(())
     }
 
-    /// Marks messages as written to the log (Telegram disabled), in one transaction.
-    pub async fn mark_notifications_logged(&self, ids: &[i64], at: DateTime<Utc>) -> Result<()> {
+    /// Marks messages as written to the log (Telegram disabled), in one transaction. Fenced.
+    pub async fn mark_notifications_logged(
+        &self,
+        fence: &Fence,
+        ids: &[i64],
+        at: DateTime<Utc>,
+    ) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
         let at = to_db(at);
         let mut tx = self.begin().await?;
+        tx.check_fence(fence).await?;
         for id in ids {
             sqlx::query(
                 "UPDATE notification_outbox SET status = 'logged', sent_at = ?2 \

@@ -244,10 +244,11 @@ async fn a_request_runs_pre_withdraw_command_and_waits_for_it() {
     performed_as_scheduled(&w).await;
 }
 
-/// The daemon dies after a request's intent and PATCH, before recording the outcome. The
-/// restarted instance reconciles the intent with Cloudflare's reading (no second PATCH), and
-/// the request is done: removed, and in the history as `auto_scheduled`. It is never failed
-/// later as a request "from an earlier advertisement".
+/// A request's PATCH timed out (its row got a retry time an hour ahead) and the daemon died
+/// before the next reading, though Cloudflare had carried the PATCH out. The restarted instance
+/// reconciles the intent with Cloudflare's reading (no second PATCH), and the request is done:
+/// removed, and in the history as `auto_scheduled`. It is never failed later as a request
+/// "from an earlier advertisement".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_whose_outcome_was_lost_in_a_crash_is_reconciled_as_done() {
     let (w, engine) = calm_world(|_| {}).await;
@@ -255,6 +256,11 @@ async fn a_request_whose_outcome_was_lost_in_a_crash_is_reconciled_as_done() {
         assert!(!step(&w, &engine).await);
     }
     sqlite(&w, SEED_INSERT);
+    sqlite(
+        &w,
+        "UPDATE pending_withdrawals SET retry_count = 1, next_retry_at = datetime('now','+1 hour'), \
+         last_error = 'timed out'",
+    );
     // What the crashed process left: the intent committed, the PATCH carried out.
     let mut state = w
         .store
