@@ -725,9 +725,7 @@ fn check_patch(tl: &Timeline, rules: &Rules, at_patch: &AtPatch<'_>) -> Result<(
         now,
         judged_until,
         judged,
-        holds,
-        out,
-        incident,
+        ..
     } = *at_patch;
     let (from, to) = (now - tl.delay - tl.calm_period, now - tl.delay);
     // 1. Every minute of the range calm: no attack visible now, and every judged minute of it
@@ -754,22 +752,41 @@ fn check_patch(tl: &Timeline, rules: &Rules, at_patch: &AtPatch<'_>) -> Result<(
             .any(|(s, kind)| kind.counts() && *s <= now && *s > now - tl.calm_period),
         "invariant 2: PATCH at {now} within calm_period of a START"
     );
-    // 3. No hold, and current telemetry.
+    holds_and_once(tl, rules, at_patch, "PATCH")
+}
+
+/// Invariants 3 and 4, shared by automatic and requested PATCHes (`what` names which).
+fn holds_and_once(
+    tl: &Timeline,
+    rules: &Rules,
+    at_patch: &AtPatch<'_>,
+    what: &str,
+) -> Result<(), TestCaseError> {
+    let AtPatch {
+        now,
+        judged_until,
+        holds,
+        out,
+        incident,
+        ..
+    } = *at_patch;
+    // 3. No hold, current telemetry, min_advertised.
     prop_assert!(
         holds.pinned.is_none() && holds.paused.is_none() && !within(&tl.locks, now),
-        "invariant 3: PATCH at {now} while held"
+        "invariant 3: {what} at {now} while held"
     );
     prop_assert!(
         judged_until >= now - tl.delay - tl.interval,
-        "invariant 3: PATCH at {now} on stale evidence (judged until {judged_until})"
+        "invariant 3: {what} at {now} on stale evidence (judged until {judged_until})"
     );
     prop_assert!(now - incident >= rules.min_advertised.num_minutes());
-    // 4. At most one successful PATCH per incident: none after a successful one.
+    // 4. At most one successful PATCH per incident (automatic and requested together): none
+    //    after a successful one.
     prop_assert!(
         !out.patches
             .iter()
             .any(|p| p.incident == incident && p.successful),
-        "invariant 4: a second PATCH at {now} in incident {incident}: {:?}",
+        "invariant 4: {what} at {now} after a successful one in incident {incident}: {:?}",
         out.patches
     );
     Ok(())
@@ -790,9 +807,8 @@ fn check_request_patch(
         now,
         judged_until,
         judged,
-        holds,
-        out,
         incident,
+        ..
     } = *at_patch;
     // 7. Made during this advertisement.
     prop_assert!(
@@ -825,25 +841,7 @@ fn check_request_patch(
         !within(&tl.pre_fails, now),
         "invariant 7: request performed at {now} while pre_withdraw_command refuses"
     );
-    // 3. No hold, current telemetry, min_advertised.
-    prop_assert!(
-        holds.pinned.is_none() && holds.paused.is_none() && !within(&tl.locks, now),
-        "invariant 3: request performed at {now} while held"
-    );
-    prop_assert!(
-        judged_until >= now - tl.delay - tl.interval,
-        "invariant 3: request performed at {now} on stale evidence (judged until {judged_until})"
-    );
-    prop_assert!(now - incident >= rules.min_advertised.num_minutes());
-    // 4. Shared with the automatic path: none after a successful PATCH in this incident.
-    prop_assert!(
-        !out.patches
-            .iter()
-            .any(|p| p.incident == incident && p.successful),
-        "invariant 4: a request's PATCH at {now} after a successful one in incident {incident}: {:?}",
-        out.patches
-    );
-    Ok(())
+    holds_and_once(tl, rules, at_patch, "a request's PATCH")
 }
 
 /// Invariant 5's bound for a clean timeline (`None`: the run ends before it).
