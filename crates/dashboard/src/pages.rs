@@ -270,26 +270,14 @@ pub fn client_address(
     peer: Option<std::net::IpAddr>,
     headers: &HeaderMap,
 ) -> String {
-    let Some(mut client) = peer else {
+    let Some(peer) = peer else {
         return "unknown".into();
     };
-    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
-    if is_trusted(&client) {
-        let hops: Vec<std::net::IpAddr> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|v| v.trim().parse().ok())
-            .collect();
-        for hop in hops.into_iter().rev() {
-            client = hop;
-            if !is_trusted(&hop) {
-                break;
-            }
-        }
-    }
-    match client {
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    match mt_common::forwarded::client_ip(trusted, peer, forwarded) {
         std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => ipnet::Ipv6Net::new(v6, 64)
             .map(|n| n.trunc().to_string())
             .unwrap_or_else(|_| v6.to_string()),

@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod forwarded;
 pub mod manpage;
 pub mod metrics;
 pub mod runtime;

@@ -153,26 +153,22 @@ impl AppState {
         given.ct_eq(expected).into()
     }
 
-    /// The sender: the TCP peer, or the first `X-Forwarded-For` address when the peer is a
-    /// trusted proxy.
+    /// The sender (SPEC §6): the TCP peer, or, when the peer is a trusted proxy, the
+    /// right-most `X-Forwarded-For` hop that is not one (the left-most is whatever the client
+    /// wrote).
     fn source_ip(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<String> {
-        let peer = peer?.ip();
-        let trusted = self
-            .config
-            .webhook
-            .trusted_proxies
+        let forwarded = headers
+            .get_all("x-forwarded-for")
             .iter()
-            .any(|net| net.contains(&peer));
-        if trusted
-            && let Some(forwarded) = headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|v| v.trim().parse::<IpAddr>().ok())
-        {
-            return Some(forwarded.to_string());
-        }
-        Some(peer.to_string())
+            .filter_map(|v| v.to_str().ok());
+        Some(
+            mt_common::forwarded::client_ip(
+                &self.config.webhook.trusted_proxies,
+                peer?.ip(),
+                forwarded,
+            )
+            .to_string(),
+        )
     }
 }
 

@@ -503,13 +503,15 @@ async fn rejections_are_clear_and_store_nothing() {
     assert_eq!(m.rejected.get("method"), 2);
 }
 
+/// SPEC §6: behind trusted proxies the source is the right-most hop that is not a proxy.
+/// Before: the left-most, which the client writes itself ("6.6.6.6" here).
 #[tokio::test]
 async fn trusted_proxies_supply_the_source_ip() {
     let app = TestApp::with(|_| {}, "trusted_proxies = [\"192.0.2.0/24\"]", Some(SECRET)).await;
     let body = fixture("cloudflare/webhook_dos_attack_l4_start.json");
     let request = post(&body)
         .header("cf-webhook-auth", SECRET)
-        .header("x-forwarded-for", "203.0.113.99, 192.0.2.10")
+        .header("x-forwarded-for", "6.6.6.6, 203.0.113.99, 192.0.2.10")
         .body(Body::from(body.clone()))
         .unwrap();
     assert_eq!(app.send(request).await.0, StatusCode::OK);
