@@ -14,7 +14,6 @@ pub mod auth;
 pub mod pages;
 pub mod views;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -233,28 +232,41 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves on `listener` until `shutdown`; in-flight requests finish first.
+/// Serves on `listener` until `shutdown` through the hardened listener
+/// ([`mt_common::listener`]: header-read and idle timeouts, a connection cap); in-flight
+/// requests get [`DRAIN`] to finish.
 pub async fn run(
     state: AppState,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-
     let addr = listener.local_addr()?;
     let store = state.store.clone();
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let limits = mt_common::listener::Limits {
+        header_read_timeout: state.config.dashboard.header_read_timeout,
+        max_connections: state.config.dashboard.max_connections,
+        drain: DRAIN,
+    };
+    let app = router(state);
     let watchdog = tokio::spawn(watchdog(store.clone(), shutdown.clone()));
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     mt_common::systemd::ready(&format!("dashboard on http://{addr}"));
     tracing::info!(%addr, "listening");
-    let result = server.await.context("HTTP server failed");
+    mt_common::listener::serve(
+        listener,
+        app,
+        limits,
+        mt_common::listener::OpenConnections::default(),
+        shutdown,
+    )
+    .await;
     mt_common::systemd::stopping();
     watchdog.abort();
     store.close().await;
-    result
+    Ok(())
 }
+
+/// How long in-flight requests may finish after SIGTERM.
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Pings the systemd watchdog while the database answers.
 async fn watchdog(store: Store, shutdown: CancellationToken) {

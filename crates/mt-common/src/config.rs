@@ -215,6 +215,12 @@ pub struct WebhookConfig {
     /// Peers whose `X-Forwarded-For` is believed (addresses or CIDRs).
     #[serde(deserialize_with = "de_proxies", serialize_with = "ser_display_vec")]
     pub trusted_proxies: Vec<IpNet>,
+    /// A request header not complete within this time, or a connection idle this long between
+    /// requests, is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Open TCP connections at most (more wait in the accept queue).
+    pub max_connections: usize,
 }
 
 impl Default for WebhookConfig {
@@ -228,6 +234,8 @@ impl Default for WebhookConfig {
             max_body_bytes: 1_048_576,
             request_timeout: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 512,
         }
     }
 }
@@ -377,6 +385,12 @@ pub struct DashboardConfig {
     /// failure count.
     #[serde(deserialize_with = "de_proxies", serialize_with = "ser_display_vec")]
     pub trusted_proxies: Vec<IpNet>,
+    /// A request header not complete within this time, or a connection idle this long between
+    /// requests, is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Open TCP connections at most (more wait in the accept queue).
+    pub max_connections: usize,
     /// `[[dashboard.users]]`
     pub users: Vec<DashboardUser>,
 }
@@ -390,6 +404,8 @@ impl Default for DashboardConfig {
             login_max_failures: 5,
             login_lockout: Duration::from_secs(15 * 60),
             trusted_proxies: Vec::new(),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 256,
             users: Vec::new(),
         }
     }
@@ -595,13 +611,28 @@ impl Config {
                 "must not shadow /healthz or /metrics",
             ));
         }
+        // What the router can take as one literal path (it would panic on a capture such as
+        // "{id}" or "*rest", an empty segment, or more than one path).
+        let literal = w.path.len() <= 256
+            && !w.path.contains("//")
+            && w.path[1..]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._~/".contains(c));
+        if !literal {
+            return Err(ConfigError::invalid(
+                "webhook.path",
+                "must be a literal path of at most 256 characters: letters, digits, '-', '.', '_', '~' and single '/' (no '{', '}', '*', spaces or empty segments)",
+            ));
+        }
         if !(1024..=64 * 1024 * 1024).contains(&w.max_body_bytes) {
             return Err(ConfigError::invalid(
                 "webhook.max_body_bytes",
                 "must be between 1024 and 67108864",
             ));
         }
-        positive("webhook.request_timeout", w.request_timeout)
+        positive("webhook.request_timeout", w.request_timeout)?;
+        positive("webhook.header_read_timeout", w.header_read_timeout)?;
+        connection_cap("webhook.max_connections", w.max_connections)
     }
 
     fn validate_autowithdraw(&self) -> Result<(), ConfigError> {
@@ -673,6 +704,8 @@ impl Config {
         let d = &self.dashboard;
         positive("dashboard.session_ttl", d.session_ttl)?;
         positive("dashboard.login_lockout", d.login_lockout)?;
+        positive("dashboard.header_read_timeout", d.header_read_timeout)?;
+        connection_cap("dashboard.max_connections", d.max_connections)?;
         if d.login_max_failures == 0 {
             return Err(ConfigError::invalid(
                 "dashboard.login_max_failures",
@@ -912,6 +945,15 @@ fn apply_env_overrides(
 fn positive(key: &str, d: Duration) -> Result<(), ConfigError> {
     if d.is_zero() {
         return Err(ConfigError::invalid(key, "must be longer than zero"));
+    }
+    Ok(())
+}
+
+/// A connection cap the units' `LimitNOFILE` (8192) stays above, with room for the database,
+/// the outgoing clients and the log.
+fn connection_cap(key: &str, n: usize) -> Result<(), ConfigError> {
+    if !(1..=4096).contains(&n) {
+        return Err(ConfigError::invalid(key, "must be between 1 and 4096"));
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 pub mod clock;
 pub mod config;
 pub mod forwarded;
+pub mod listener;
 pub mod manpage;
 pub mod metrics;
 pub mod runtime;

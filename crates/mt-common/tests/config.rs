@@ -364,6 +364,29 @@ fn wrong_keys_and_values_are_named() {
             &["cloudflare.api_base_url"],
         ),
         ("[webhook]\npath = \"webhook\"\n", &[], &["webhook.path"]),
+        // Paths the router would panic on (a capture, a wildcard, an empty segment).
+        ("[webhook]\npath = \"/hook/{id}\"\n", &[], &["webhook.path"]),
+        (
+            "[webhook]\npath = \"/hook/*rest\"\n",
+            &[],
+            &["webhook.path"],
+        ),
+        ("[webhook]\npath = \"/a//b\"\n", &[], &["webhook.path"]),
+        (
+            "[webhook]\nmax_connections = 0\n",
+            &[],
+            &["webhook.max_connections"],
+        ),
+        (
+            "[webhook]\nheader_read_timeout = \"0s\"\n",
+            &[],
+            &["webhook.header_read_timeout"],
+        ),
+        (
+            "[telegram]\nenabled = false\n[dashboard]\nmax_connections = 5000\n",
+            &[],
+            &["dashboard.max_connections"],
+        ),
         ("not toml at all [", &[], &["test.toml"]),
         (
             MINIMAL,

@@ -74,6 +74,8 @@ pub struct Metrics {
     pub rejected: CounterVec,
     /// Time to process an accepted or duplicate webhook.
     pub latency: Histogram,
+    /// TCP connections open now (capped by `webhook.max_connections`).
+    pub open_connections: mt_common::listener::OpenConnections,
 }
 
 impl Default for Metrics {
@@ -83,6 +85,7 @@ impl Default for Metrics {
             duplicate: Counter::default(),
             rejected: CounterVec::default(),
             latency: Histogram::new(LATENCY_BUCKETS),
+            open_connections: mt_common::listener::OpenConnections::default(),
         }
     }
 }
@@ -355,6 +358,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
         "mt_webhook_duration_seconds",
         "Time to store a webhook (parse, transaction, archive).",
         &m.latency,
+    )
+    .gauge(
+        "mt_webhook_open_connections",
+        "TCP connections open now (at most webhook.max_connections).",
+        m.open_connections.get() as f64,
     );
     match state.store.outbox_stats().await {
         Ok(o) => mt_notify::outbox_metrics(&mut page, &o),
@@ -404,18 +412,23 @@ pub async fn run(
         .await
         .context("cannot prepare webhook.archive_dir (it must be a writable directory)")?;
     let addr = listener.local_addr()?;
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let limits = mt_common::listener::Limits {
+        header_read_timeout: state.config.webhook.header_read_timeout,
+        max_connections: state.config.webhook.max_connections,
+        drain: DRAIN,
+    };
+    let open = state.metrics().open_connections.clone();
+    let app = router(state);
 
     let sender_stop = CancellationToken::new();
     let mut sender_task = tokio::spawn(sender.run(sender_stop.clone()));
     let watchdog = tokio::spawn(watchdog(addr, shutdown.clone()));
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server = mt_common::listener::serve(listener, app, limits, open, shutdown.clone());
 
     mt_common::systemd::ready(&format!("accepting webhooks on {addr}"));
     tracing::info!(%addr, "listening");
     let result = tokio::select! {
-        served = server => served.context("HTTP server failed"),
+        () = server => Ok(()),
         joined = &mut sender_task => Err(anyhow::anyhow!("the Telegram sender stopped unexpectedly: {joined:?}")),
     };
     mt_common::systemd::stopping();
@@ -427,6 +440,10 @@ pub async fn run(
     store.close().await;
     result
 }
+
+/// How long in-flight requests may finish after SIGTERM (an unacknowledged webhook is
+/// redelivered by Cloudflare; an acknowledged one is already committed).
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Pings the systemd watchdog only after a real request to our own `/healthz` succeeded (the
 /// server answers and the database is reachable).

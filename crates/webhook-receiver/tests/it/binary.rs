@@ -24,8 +24,18 @@ impl Receiver {
 
     /// With extra `[database]` keys.
     fn start_with(dir: &Path, secret: Option<&str>, database: &str) -> Result<Self, String> {
+        Self::start_full(dir, secret, database, "")
+    }
+
+    /// With extra `[database]` and `[webhook]` keys.
+    fn start_full(
+        dir: &Path,
+        secret: Option<&str>,
+        database: &str,
+        webhook: &str,
+    ) -> Result<Self, String> {
         let config = dir.join("config.toml");
-        let text = config_text(dir, "listen = \"127.0.0.1:0\"")
+        let text = config_text(dir, &format!("listen = \"127.0.0.1:0\"\n{webhook}"))
             .replace("[database]\n", &format!("[database]\n{database}\n"));
         std::fs::write(&config, text).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mt-webhook-receiver"));
@@ -426,4 +436,65 @@ async fn pruning_a_million_rows_while_webhooks_arrive_never_answers_503() {
     );
     receiver.child.kill().unwrap();
     receiver.child.wait().unwrap();
+}
+
+/// SPEC §11, the hardened listener: twice the connection cap of sockets that send half a
+/// request header and stall. Before: each held its socket for ever (about 1,100 of them exhaust
+/// the default descriptors and the receiver answers nothing). Now: each is closed after
+/// `header_read_timeout`, no more than `max_connections` are open at once, and a real webhook
+/// queued behind all of them is answered within 2 × `header_read_timeout` + 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_headers_cannot_starve_the_receiver() {
+    use tokio::io::AsyncWriteExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start_full(
+        dir.path(),
+        Some(SECRET),
+        "",
+        "header_read_timeout = \"1s\"\nmax_connections = 8",
+    )
+    .unwrap();
+    let mut stalled = Vec::new();
+    for _ in 0..16 {
+        let mut socket = tokio::net::TcpStream::connect(receiver.addr).await.unwrap();
+        socket
+            .write_all(b"POST /webhook HTTP/1.1\r\nHost: receiver\r\ncf-webhook-au")
+            .await
+            .unwrap();
+        stalled.push(socket);
+    }
+    let client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    let answered = deliver(&client, &receiver.url(), 1).await;
+    let waited = started.elapsed();
+    println!("a real webhook behind 16 stalled sockets (cap 8, 1 s): answered after {waited:?}");
+    assert_eq!(
+        answered.map(|(status, _)| status).as_deref(),
+        Some("accepted")
+    );
+    assert!(
+        waited <= Duration::from_secs(4),
+        "within 2 × header_read_timeout + 2 s: {waited:?}"
+    );
+    // Served only once stalled connections were closed: the cap held.
+    assert!(
+        waited >= Duration::from_millis(900),
+        "the cap of 8 held the ninth connection back: {waited:?}"
+    );
+    // And every stalled socket was (or is about to be) closed by the receiver.
+    use tokio::io::AsyncReadExt as _;
+    for (i, socket) in stalled.iter_mut().enumerate() {
+        let mut buf = [0u8; 512];
+        let closed = tokio::time::timeout(Duration::from_secs(4), async {
+            loop {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {} // an error response before the close
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "stalled socket {i} still open");
+    }
 }
