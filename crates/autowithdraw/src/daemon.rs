@@ -126,7 +126,16 @@ pub async fn run(
         }
         next_cycle = Instant::now() + interval;
         metrics.cycles.inc();
-        match tokio::time::timeout(CYCLE_DEADLINE, engine.cycle()).await {
+        let cycle = tokio::select! {
+            cycle = tokio::time::timeout(CYCLE_DEADLINE, engine.cycle()) => cycle,
+            () = mt_common::shutdown::grace_elapsed(&shutdown, mt_common::shutdown::GRACE) => {
+                // Safe: a PATCH's intent is committed before it is sent and reconciled with
+                // Cloudflare's reading at the next start; unfinished transactions roll back.
+                tracing::warn!(grace_secs = mt_common::shutdown::GRACE.as_secs(), "shutdown: the cycle in progress was abandoned");
+                break Ok(());
+            }
+        };
+        match cycle {
             Ok(Ok(report)) => {
                 *metrics
                     .last_success

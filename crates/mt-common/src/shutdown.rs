@@ -27,3 +27,15 @@ pub fn install() -> std::io::Result<CancellationToken> {
     });
     Ok(token)
 }
+
+/// How long a step in progress (a Telegram send, an autowithdraw cycle, an analytics poll) may
+/// still run after the shutdown signal before it is abandoned (SPEC §11: SIGTERM exits within
+/// a few seconds even while a dependency is slow or failing).
+pub const GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Completes `grace` after `token` is cancelled: race a step against it to let the step finish
+/// if it can, and abandon it otherwise.
+pub async fn grace_elapsed(token: &CancellationToken, grace: std::time::Duration) {
+    token.cancelled().await;
+    tokio::time::sleep(grace).await;
+}

@@ -215,12 +215,21 @@ impl Sender {
         &self.holder
     }
 
-    /// Delivers messages until `shutdown`, then gives the lease up. A send in flight is
-    /// finished (bounded by the request timeout) so a delivered message is always recorded.
+    /// Delivers messages until `shutdown`, then gives the lease up. A send in flight (or its
+    /// pacing wait) gets [`mt_common::shutdown::GRACE`] to finish and record; a slower one is
+    /// abandoned, so shutdown never waits for a slow or rate-limiting Telegram (that one
+    /// message may be sent again after the restart, SPEC §10).
     pub async fn run(mut self, shutdown: CancellationToken) {
         tracing::info!(holder = %self.holder, telegram = self.bot.is_some(), "notification sender started");
         while !shutdown.is_cancelled() {
-            let pause = match self.turn().await {
+            let turn = tokio::select! {
+                turn = self.turn() => turn,
+                () = mt_common::shutdown::grace_elapsed(&shutdown, mt_common::shutdown::GRACE) => {
+                    tracing::warn!(grace_secs = mt_common::shutdown::GRACE.as_secs(), "shutdown: a Telegram send or its pacing wait did not finish in time; abandoned");
+                    break;
+                }
+            };
+            let pause = match turn {
                 Ok(Turn::Again) => continue,
                 Ok(Turn::Idle) => self.options.poll_interval,
                 Ok(Turn::Wait(d)) => d.min(self.options.poll_interval),

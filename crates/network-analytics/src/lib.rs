@@ -161,9 +161,16 @@ pub async fn run(
         }
         if Instant::now() >= next_poll {
             poller.metrics.polls.inc();
-            let polled = tokio::time::timeout(POLL_DEADLINE, poller.poll_once())
-                .await
-                .unwrap_or_else(|_| Err(poll::PollError::Deadline(POLL_DEADLINE)));
+            let polled = tokio::select! {
+                polled = tokio::time::timeout(POLL_DEADLINE, poller.poll_once()) => polled
+                    .unwrap_or_else(|_| Err(poll::PollError::Deadline(POLL_DEADLINE))),
+                () = mt_common::shutdown::grace_elapsed(&shutdown, mt_common::shutdown::GRACE) => {
+                    // Safe: the end of the last successful poll is kept, so the next start
+                    // covers this one's window.
+                    tracing::warn!(grace_secs = mt_common::shutdown::GRACE.as_secs(), "shutdown: the poll in progress was abandoned");
+                    break Ok(());
+                }
+            };
             match polled {
                 Ok(_) => {
                     failures = 0;

@@ -132,3 +132,55 @@ async fn the_binary_needs_a_token_and_speaks_sd_notify() {
     while !next().contains("STOPPING=1") {}
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+/// SPEC §11: SIGTERM while Cloudflare's GraphQL answers 500 and the client is between retries.
+/// Before: the cycle in progress ran on through its retries (and a new one could start)
+/// before the daemon stopped. Now: it is abandoned after the 2 s grace and the daemon exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_failing_cycle_exits_promptly() {
+    use std::process::{Command, Stdio};
+
+    let w = World::new(vec![prefix("p24", "203.0.113.0/24", 1800)], vec![], "").await;
+    w.sim.sim.inject(
+        cf_sim::Endpoint::GraphQl,
+        cf_sim::Fault::Status(500),
+        10_000,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let text = format!(
+        "[database]\npath = \"{}\"\n[cloudflare]\naccount_id = \"{}\"\napi_base_url = \"{}\"\ngraphql_url = \"{}\"\n[[prefixes]]\ncidr = \"203.0.113.0/24\"\nprefix_id = \"p24\"\nbgp_prefix_id = \"b-p24\"\n[telegram]\nenabled = false\n[autowithdraw]\nmetrics_listen = \"127.0.0.1:0\"\n",
+        dir.path().join("mt.db").display(),
+        cf_sim::Scenario::default().account_id,
+        w.sim.api_base_url(),
+        w.sim.graphql_url(),
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mt-autowithdraw"))
+        .arg("--config")
+        .arg(&config)
+        .env("MT_CLOUDFLARE_API_TOKEN", "cf-sim-token")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The cycle is in its GraphQL retries (the client waits 1, 3, 8 s between attempts).
+    let mut waited = 0;
+    while w.sim.sim.graphql_queries() < 2 {
+        assert!(waited < 2000, "the cycle reached GraphQL");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    let asked = std::time::Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let took = asked.elapsed();
+    println!("mt-autowithdraw exited {took:?} after SIGTERM, mid-cycle with GraphQL failing");
+    assert_eq!(status.code(), Some(0));
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}

@@ -254,3 +254,32 @@ async fn summaries_wait_behind_event_messages() {
     assert!(texts[2].contains("NETWORK ANALYTICS"));
     stop.cancel();
 }
+
+/// SPEC §11: shutdown while Telegram is slow. Before: the sender waited for the send (up to
+/// its request timeout, a minute here) before it stopped. Now: the send gets the shutdown
+/// grace (2 s) and is abandoned; the message stays queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_never_waits_for_a_slow_telegram() {
+    let h = Harness::new(true).await;
+    h.telegram.set_answer_delay(Duration::from_secs(30));
+    h.enqueue(0..1).await;
+    let options = SenderOptions {
+        request_timeout: Duration::from_secs(60),
+        ..fast_options()
+    };
+    let sender = Sender::new(&h.config, h.store.clone(), h.clock.shared(), options).unwrap();
+    let (task, stop) = h.spawn(sender);
+    eventually("a send in flight", || async { h.telegram.requests() >= 1 }).await;
+    let asked = std::time::Instant::now();
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the sender stops within the grace, not after Telegram answers")
+        .unwrap();
+    let took = asked.elapsed();
+    println!(
+        "sender stopped {took:?} after the shutdown signal (grace 2 s, Telegram answering in 30 s)"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(h.queued().await, 1, "the unanswered message stays queued");
+}

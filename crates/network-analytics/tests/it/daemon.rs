@@ -121,3 +121,52 @@ fn the_binary_needs_a_cloudflare_token_and_speaks_sd_notify() {
     while !next().contains("STOPPING=1") {}
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+/// SPEC §11: SIGTERM while Cloudflare's GraphQL answers 500 and the poll is between retries.
+/// Before: the poll ran on through its retries before the daemon stopped. Now: it is abandoned
+/// after the 2 s grace (the next start covers its window) and the daemon exits 0.
+#[test]
+fn sigterm_during_a_failing_poll_exits_promptly() {
+    use std::process::{Command, Stdio};
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let h = rt.block_on(Harness::new(vec![]));
+    h.sim.sim.inject(
+        cf_sim::Endpoint::GraphQl,
+        cf_sim::Fault::Status(500),
+        10_000,
+    );
+    let config = h.dir.path().join("config.toml");
+    let text = format!(
+        "[database]\npath = \"{}\"\n[cloudflare]\naccount_id = \"{}\"\napi_base_url = \"{}\"\ngraphql_url = \"{}\"\n[telegram]\nenabled = false\n[network_analytics]\nmetrics_listen = \"127.0.0.1:0\"\n",
+        h.db().display(),
+        cf_sim::Scenario::default().account_id,
+        h.sim.api_base_url(),
+        h.sim.graphql_url(),
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mt-network-analytics"))
+        .arg("--config")
+        .arg(&config)
+        .env("MT_CLOUDFLARE_API_TOKEN", "cf-sim-token")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut waited = 0;
+    while h.sim.sim.graphql_queries() < 2 {
+        assert!(waited < 2000, "the poll reached GraphQL");
+        std::thread::sleep(Duration::from_millis(10));
+        waited += 1;
+    }
+    let asked = std::time::Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let took = asked.elapsed();
+    println!("mt-network-analytics exited {took:?} after SIGTERM, mid-poll with GraphQL failing");
+    assert_eq!(status.code(), Some(0));
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
