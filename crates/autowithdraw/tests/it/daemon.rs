@@ -86,15 +86,7 @@ async fn the_binary_needs_a_token_and_speaks_sd_notify() {
 
     let w = World::new(vec![prefix("p24", "203.0.113.0/24", 1800)], vec![], "").await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    let text = format!(
-        "[database]\npath = \"{}\"\n[cloudflare]\naccount_id = \"{}\"\napi_base_url = \"{}\"\ngraphql_url = \"{}\"\n[[prefixes]]\ncidr = \"203.0.113.0/24\"\nprefix_id = \"p24\"\nbgp_prefix_id = \"b-p24\"\n[telegram]\nenabled = false\n[autowithdraw]\nmetrics_listen = \"127.0.0.1:0\"\n",
-        dir.path().join("mt.db").display(),
-        cf_sim::Scenario::default().account_id,
-        w.sim.api_base_url(),
-        w.sim.graphql_url(),
-    );
-    std::fs::write(&config, text).unwrap();
+    let config = binary_config(&w, dir.path());
     let binary = env!("CARGO_BIN_EXE_mt-autowithdraw");
     let out = Command::new(binary)
         .arg("--config")
@@ -147,15 +139,7 @@ async fn sigterm_during_a_failing_cycle_exits_promptly() {
         10_000,
     );
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    let text = format!(
-        "[database]\npath = \"{}\"\n[cloudflare]\naccount_id = \"{}\"\napi_base_url = \"{}\"\ngraphql_url = \"{}\"\n[[prefixes]]\ncidr = \"203.0.113.0/24\"\nprefix_id = \"p24\"\nbgp_prefix_id = \"b-p24\"\n[telegram]\nenabled = false\n[autowithdraw]\nmetrics_listen = \"127.0.0.1:0\"\n",
-        dir.path().join("mt.db").display(),
-        cf_sim::Scenario::default().account_id,
-        w.sim.api_base_url(),
-        w.sim.graphql_url(),
-    );
-    std::fs::write(&config, text).unwrap();
+    let config = binary_config(&w, dir.path());
     let mut child = Command::new(env!("CARGO_BIN_EXE_mt-autowithdraw"))
         .arg("--config")
         .arg(&config)
@@ -183,4 +167,18 @@ async fn sigterm_during_a_failing_cycle_exits_promptly() {
     println!("mt-autowithdraw exited {took:?} after SIGTERM, mid-cycle with GraphQL failing");
     assert_eq!(status.code(), Some(0));
     assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+/// A config for the real binary against `w`'s cf-sim, Telegram off, metrics on any port.
+fn binary_config(w: &World, dir: &std::path::Path) -> std::path::PathBuf {
+    let config = dir.join("config.toml");
+    let text = format!(
+        "[database]\npath = \"{}\"\n[cloudflare]\naccount_id = \"{}\"\napi_base_url = \"{}\"\ngraphql_url = \"{}\"\n[[prefixes]]\ncidr = \"203.0.113.0/24\"\nprefix_id = \"p24\"\nbgp_prefix_id = \"b-p24\"\n[telegram]\nenabled = false\n[autowithdraw]\nmetrics_listen = \"127.0.0.1:0\"\n",
+        dir.join("mt.db").display(),
+        cf_sim::Scenario::default().account_id,
+        w.sim.api_base_url(),
+        w.sim.graphql_url(),
+    );
+    std::fs::write(&config, text).unwrap();
+    config
 }

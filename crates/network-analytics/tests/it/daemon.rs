@@ -70,15 +70,7 @@ fn the_binary_needs_a_cloudflare_token_and_speaks_sd_notify() {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let h = rt.block_on(Harness::new(vec![]));
-    let config = h.dir.path().join("config.toml");
-    let text = format!(
-        "[database]\npath = \"{}\"\n[cloudflare]\naccount_id = \"{}\"\napi_base_url = \"{}\"\ngraphql_url = \"{}\"\n[telegram]\nenabled = false\n[network_analytics]\nmetrics_listen = \"127.0.0.1:0\"\n",
-        h.db().display(),
-        cf_sim::Scenario::default().account_id,
-        h.sim.api_base_url(),
-        h.sim.graphql_url(),
-    );
-    std::fs::write(&config, text).unwrap();
+    let config = binary_config(&h);
     let binary = env!("CARGO_BIN_EXE_mt-network-analytics");
 
     let out = Command::new(binary)
@@ -136,15 +128,7 @@ fn sigterm_during_a_failing_poll_exits_promptly() {
         cf_sim::Fault::Status(500),
         10_000,
     );
-    let config = h.dir.path().join("config.toml");
-    let text = format!(
-        "[database]\npath = \"{}\"\n[cloudflare]\naccount_id = \"{}\"\napi_base_url = \"{}\"\ngraphql_url = \"{}\"\n[telegram]\nenabled = false\n[network_analytics]\nmetrics_listen = \"127.0.0.1:0\"\n",
-        h.db().display(),
-        cf_sim::Scenario::default().account_id,
-        h.sim.api_base_url(),
-        h.sim.graphql_url(),
-    );
-    std::fs::write(&config, text).unwrap();
+    let config = binary_config(&h);
     let mut child = Command::new(env!("CARGO_BIN_EXE_mt-network-analytics"))
         .arg("--config")
         .arg(&config)
@@ -169,4 +153,18 @@ fn sigterm_during_a_failing_poll_exits_promptly() {
     println!("mt-network-analytics exited {took:?} after SIGTERM, mid-poll with GraphQL failing");
     assert_eq!(status.code(), Some(0));
     assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+/// A config for the real binary against `h`'s cf-sim, Telegram off, metrics on any port.
+fn binary_config(h: &Harness) -> std::path::PathBuf {
+    let config = h.dir.path().join("config.toml");
+    let text = format!(
+        "[database]\npath = \"{}\"\n[cloudflare]\naccount_id = \"{}\"\napi_base_url = \"{}\"\ngraphql_url = \"{}\"\n[telegram]\nenabled = false\n[network_analytics]\nmetrics_listen = \"127.0.0.1:0\"\n",
+        h.db().display(),
+        cf_sim::Scenario::default().account_id,
+        h.sim.api_base_url(),
+        h.sim.graphql_url(),
+    );
+    std::fs::write(&config, text).unwrap();
+    config
 }
