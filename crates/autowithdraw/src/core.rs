@@ -802,6 +802,65 @@ pub fn after_patch(
     }
 }
 
+/// The last successful account check, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountChecked<'a> {
+    /// Digest of the `[[prefixes]]` section it checked.
+    pub digest: &'a str,
+    /// The process (lease holder) that ran it.
+    pub holder: &'a str,
+    /// When.
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// What the account check does this cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountStep {
+    /// The stored result is this process's, for this section, and recent: use it.
+    UseStored,
+    /// List the account. If that fails, [`AccountStep::on_failure`] says what holds.
+    List,
+}
+
+/// What holds when the account list fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountFallback {
+    /// The stored result was for this very section: it still holds.
+    Stored,
+    /// The section changed since: no configured id is trusted, every prefix is held.
+    HoldAll,
+}
+
+/// The account check's rule: at every start (another holder), after every change of the
+/// `[[prefixes]]` section (another digest), and once `every` has passed.
+pub fn account_step(
+    stored: &AccountChecked<'_>,
+    digest: &str,
+    holder: &str,
+    now: DateTime<Utc>,
+    every: Duration,
+) -> AccountStep {
+    if stored.digest == digest
+        && stored.holder == holder
+        && stored.at.is_some_and(|t| now - t < every)
+    {
+        AccountStep::UseStored
+    } else {
+        AccountStep::List
+    }
+}
+
+impl AccountStep {
+    /// What holds when listing failed: the stored result only if it was for `digest`.
+    pub fn on_failure(stored: &AccountChecked<'_>, digest: &str) -> AccountFallback {
+        if stored.digest == digest {
+            AccountFallback::Stored
+        } else {
+            AccountFallback::HoldAll
+        }
+    }
+}
+
 /// Whether a START counts for `prefix` (SPEC §7.3): L7 STARTs never count (they name a
 /// hostname, not our prefixes); a START whose target address parses counts for every
 /// configured prefix containing it (a /24 inside a /23 counts for both) and for none when it

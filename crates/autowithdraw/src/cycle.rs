@@ -947,17 +947,19 @@ impl Engine {
             .as_deref()
             .and_then(|v| v.split_once(' '))
             .unwrap_or_default();
-        let same_config = checked_digest == digest;
-        let checked = self
+        let checked_at = self
             .store
             .state(ACCOUNT_CHECKED_KEY)
             .await?
             .as_deref()
             .and_then(from_db);
-        // Checked at every start (another holder) and after every config change, then hourly.
-        if same_config
-            && checked_by == self.holder
-            && checked.is_some_and(|t| now - t < ACCOUNT_CHECK_EVERY)
+        let stored = core::AccountChecked {
+            digest: checked_digest,
+            holder: checked_by,
+            at: checked_at,
+        };
+        if core::account_step(&stored, &digest, &self.holder, now, ACCOUNT_CHECK_EVERY)
+            == core::AccountStep::UseStored
         {
             return Ok(mismatch(&known));
         }
@@ -968,7 +970,8 @@ impl Engine {
                     self.alert_auth(fence, &e, now).await?;
                 }
                 tracing::warn!(error = %e, "cannot compare the config with the account; retrying next cycle");
-                if same_config {
+                if core::AccountStep::on_failure(&stored, &digest) == core::AccountFallback::Stored
+                {
                     // The last result was for this very section: it still holds.
                     return Ok(mismatch(&known));
                 }
