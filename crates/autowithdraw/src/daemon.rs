@@ -1,5 +1,6 @@
 //! The daemon around the cycle: one cycle every `interval` (only the lease holder acts),
-//! `/metrics` and `/healthz` on `metrics_listen`, sd_notify, and the Telegram sender.
+//! `/metrics` and `/healthz` on `metrics_listen`, and the Telegram sender, wired by the daemon
+//! harness ([`mt_common::service`]).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -11,16 +12,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use mt_common::metrics::{Counter, Exposition};
+use mt_common::service::{Attempt, Beat, Every, Job, Service};
 use mt_notify::{Sender, SenderOptions};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::cycle::Engine;
 
 // The cycle deadline (`cycle::CYCLE_DEADLINE`, 240 s) is shorter than the unit's 10-minute
-// `WatchdogSec` and than the lease (`lease::lease_ttl`).
+// `WatchdogSec` and than the lease (`lease::lease_ttl`); the cycle job's progress bound is
+// interval + deadline + 30 s.
 use crate::cycle::CYCLE_DEADLINE;
 
 /// The daemon's counters.
@@ -63,7 +65,9 @@ struct Http {
     started: DateTime<Utc>,
 }
 
-/// Runs cycles until `shutdown`.
+/// Runs cycles until `shutdown` through the daemon harness ([`mt_common::service`]): the
+/// cycle as a periodic job, the Telegram sender, a database probe and `/metrics` + `/healthz`
+/// on `listener`; the lease is released and the database closed on the way out.
 pub async fn run(
     daemon: Daemon,
     listener: TcpListener,
@@ -84,8 +88,6 @@ pub async fn run(
         sender,
     )
     .context("cannot start the Telegram sender")?;
-    let sender_stop = CancellationToken::new();
-    let mut sender_task = tokio::spawn(sender.run(sender_stop.clone()));
     let addr = listener.local_addr()?;
     let http = Http {
         engine: engine.clone(),
@@ -96,47 +98,71 @@ pub async fn run(
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(healthz))
         .with_state(http);
-    let server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future(),
+
+    let mut service = Service::new("mt-autowithdraw", shutdown, STOP_BOUND);
+    sender.supervise(&mut service);
+    service.http(
+        "metrics listener",
+        listener,
+        app,
+        mt_common::listener::Limits::metrics(),
+        mt_common::listener::OpenConnections::default(),
     );
-    mt_common::systemd::ready(&format!(
-        "judging every {}s{}; metrics on {addr}",
-        interval.as_secs(),
-        if engine.config.autowithdraw.dry_run {
-            " (DRY RUN)"
-        } else {
-            ""
+    engine.store.supervise_probe(&mut service);
+    service.periodic(
+        "cycle",
+        Every {
+            interval,
+            deadline: CYCLE_DEADLINE,
+            // A failed cycle is retried at the next tick: the cycle itself retries Cloudflare.
+            backoff: None,
+            beat: Beat::AfterEveryAttempt,
+        },
+        CycleJob {
+            engine: engine.clone(),
+            metrics,
+        },
+    );
+    let store = engine.store.clone();
+    let holder = engine.holder.clone();
+    service.on_stop("release the autowithdraw lease", async move {
+        // A PATCH's intent is committed before it is sent and reconciled with Cloudflare's
+        // reading at the next start; unfinished transactions roll back.
+        if let Err(e) = store.release_lease(crate::cycle::LEASE_NAME, &holder).await {
+            tracing::warn!(error = %e, "cannot release the lease; it expires by itself");
         }
-    ));
-    tracing::info!(%addr, dry_run = engine.config.autowithdraw.dry_run, "autowithdraw started");
-    let ping_every = mt_common::systemd::watchdog_interval().unwrap_or(Duration::from_secs(3600));
-    let mut next_cycle = Instant::now();
-    let result = loop {
-        let wake = next_cycle.min(Instant::now() + ping_every);
-        tokio::select! {
-            () = shutdown.cancelled() => break Ok(()),
-            joined = &mut sender_task => break Err(anyhow::anyhow!("the Telegram sender stopped unexpectedly: {joined:?}")),
-            () = tokio::time::sleep_until(wake) => {}
-        }
-        mt_common::systemd::watchdog();
-        if Instant::now() < next_cycle {
-            continue;
-        }
-        next_cycle = Instant::now() + interval;
-        metrics.cycles.inc();
-        let cycle = tokio::select! {
-            cycle = tokio::time::timeout(CYCLE_DEADLINE, engine.cycle()) => cycle,
-            () = mt_common::shutdown::grace_elapsed(&shutdown, mt_common::shutdown::GRACE) => {
-                // Safe: a PATCH's intent is committed before it is sent and reconciled with
-                // Cloudflare's reading at the next start; unfinished transactions roll back.
-                tracing::warn!(grace_secs = mt_common::shutdown::GRACE.as_secs(), "shutdown: the cycle in progress was abandoned");
-                break Ok(());
+        store.close().await;
+    });
+    service
+        .run(&format!(
+            "judging every {}s{}; metrics on {addr}",
+            interval.as_secs(),
+            if engine.config.autowithdraw.dry_run {
+                " (DRY RUN)"
+            } else {
+                ""
             }
-        };
-        match cycle {
-            Ok(Ok(report)) => {
+        ))
+        .await
+}
+
+/// How long the tasks may take to stop: the sender's and the cycle's [`mt_common::shutdown::GRACE`]
+/// plus the metrics listener's drain, with a margin (well inside the unit's `TimeoutStopSec`).
+const STOP_BOUND: Duration = Duration::from_secs(5);
+
+/// The cycle as the harness's periodic job: one cycle per tick (only the lease holder acts),
+/// its report turned into metrics and logs.
+struct CycleJob {
+    engine: Engine,
+    metrics: Arc<Metrics>,
+}
+
+impl Job for CycleJob {
+    async fn attempt(&mut self) -> Attempt {
+        let (engine, metrics) = (&self.engine, &self.metrics);
+        metrics.cycles.inc();
+        match engine.cycle().await {
+            Ok(report) => {
                 *metrics
                     .last_success
                     .lock()
@@ -170,35 +196,19 @@ pub async fn run(
                 for (prefix, why) in &report.held {
                     tracing::debug!(%prefix, %why, "held");
                 }
+                Attempt::Done
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 metrics.failures.inc();
                 tracing::error!(error = %e, "cycle failed; nothing withdrawn");
-            }
-            Err(_) => {
-                metrics.failures.inc();
-                tracing::error!(
-                    deadline_secs = CYCLE_DEADLINE.as_secs(),
-                    "cycle abandoned after its deadline"
-                );
+                Attempt::Failed
             }
         }
-    };
-    mt_common::systemd::stopping();
-    sender_stop.cancel();
-    let _ = server.await;
-    if !sender_task.is_finished() {
-        let _ = sender_task.await;
     }
-    if let Err(e) = engine
-        .store
-        .release_lease(crate::cycle::LEASE_NAME, &engine.holder)
-        .await
-    {
-        tracing::warn!(error = %e, "cannot release the lease; it expires by itself");
+
+    fn abandoned(&mut self, _deadline: Duration) {
+        self.metrics.failures.inc();
     }
-    engine.store.close().await;
-    result
 }
 
 async fn metrics_page(State(http): State<Http>) -> Response {

@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use mt_common::clock::SharedClock;
 use mt_common::config::Config;
+use mt_common::service::Service;
 use mt_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -232,8 +233,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves on `listener` until `shutdown` through the hardened listener
-/// ([`mt_common::listener`]: header-read and idle timeouts, a connection cap); in-flight
+/// Serves on `listener` until `shutdown` through the daemon harness ([`mt_common::service`])
+/// and its hardened listener (header-read and idle timeouts, a connection cap); in-flight
 /// requests get [`DRAIN`] to finish.
 pub async fn run(
     state: AppState,
@@ -248,42 +249,21 @@ pub async fn run(
         drain: DRAIN,
     };
     let app = router(state);
-    let watchdog = tokio::spawn(watchdog(store.clone(), shutdown.clone()));
-    mt_common::systemd::ready(&format!("dashboard on http://{addr}"));
-    tracing::info!(%addr, "listening");
-    mt_common::listener::serve(
+    let mut service = Service::new("mt-dashboard", shutdown, STOP_BOUND);
+    service.http(
+        "dashboard listener",
         listener,
         app,
         limits,
         mt_common::listener::OpenConnections::default(),
-        shutdown,
-    )
-    .await;
-    mt_common::systemd::stopping();
-    watchdog.abort();
-    store.close().await;
-    Ok(())
+    );
+    store.supervise_probe(&mut service);
+    service.on_stop("close the database", async move { store.close().await });
+    service.run(&format!("dashboard on http://{addr}")).await
 }
 
 /// How long in-flight requests may finish after SIGTERM.
-pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+pub const DRAIN: Duration = Duration::from_secs(5);
 
-/// Pings the systemd watchdog while the database answers.
-async fn watchdog(store: Store, shutdown: CancellationToken) {
-    let Some(every) = mt_common::systemd::watchdog_interval() else {
-        return;
-    };
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(every) => {}
-        }
-        match tokio::time::timeout(every, store.ping()).await {
-            Ok(Ok(())) => mt_common::systemd::watchdog(),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "database unreachable; not pinging the watchdog")
-            }
-            Err(_) => tracing::warn!("database ping timed out; not pinging the watchdog"),
-        }
-    }
-}
+/// How long the tasks may take to stop: the drain, with a margin.
+const STOP_BOUND: Duration = Duration::from_secs(7);

@@ -11,6 +11,7 @@ pub mod listener;
 pub mod manpage;
 pub mod metrics;
 pub mod runtime;
+pub mod service;
 pub mod shutdown;
 pub mod systemd;
 pub mod telemetry;

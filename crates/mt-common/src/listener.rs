@@ -31,6 +31,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
+use crate::service::Progress;
+
 /// The listener's limits.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -41,6 +43,18 @@ pub struct Limits {
     pub max_connections: usize,
     /// How long in-flight requests may finish after `shutdown`.
     pub drain: Duration,
+}
+
+impl Limits {
+    /// The `/metrics` + `/healthz` listener of the daemons without public routes: a scraper
+    /// and a probe or two.
+    pub fn metrics() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 64,
+            drain: Duration::from_secs(1),
+        }
+    }
 }
 
 /// Connections open now (for `/metrics`).
@@ -63,12 +77,18 @@ impl Drop for Open {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` (see the module documentation).
+/// How often the accept loop beats its [`Progress`] while it waits below the cap.
+const BEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// Serves `app` on `listener` until `shutdown` (see the module documentation). `progress`
+/// beats while the accept loop runs below the connection cap (the harness's watchdog rule:
+/// a listener stuck at its cap longer than its bound stops the pings).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
     open: OpenConnections,
+    progress: Progress,
     shutdown: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -87,17 +107,24 @@ pub async fn serve(
                 Err(_) => break,
             },
         };
-        let (stream, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of descriptors, or a connection reset before accept: not fatal.
-                    tracing::warn!(error = %e, "cannot accept a connection; retrying");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        progress.beat();
+        let mut beat = tokio::time::interval(BEAT_EVERY);
+        let accepted = loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break None,
+                accepted = listener.accept() => break Some(accepted),
+                _ = beat.tick() => progress.beat(),
+            }
+        };
+        let (stream, peer) = match accepted {
+            None => break,
+            Some(Ok(a)) => a,
+            Some(Err(e)) => {
+                // Out of descriptors, or a connection reset before accept: not fatal.
+                tracing::warn!(error = %e, "cannot accept a connection; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         while connections.try_join_next().is_some() {}
         open.0.fetch_add(1, Ordering::Relaxed);

@@ -36,7 +36,14 @@ async fn start(
     let addr = listener.local_addr().unwrap();
     let open = OpenConnections::default();
     let stop = CancellationToken::new();
-    let task = tokio::spawn(serve(listener, app, limits, open.clone(), stop.clone()));
+    let task = tokio::spawn(serve(
+        listener,
+        app,
+        limits,
+        open.clone(),
+        mt_common::service::Progress::new(),
+        stop.clone(),
+    ));
     (addr, open, stop, task)
 }
 

@@ -24,6 +24,10 @@ use crate::outbox::{
 /// Name of the database lease that picks the one sender.
 pub const LEASE_NAME: &str = "telegram-sender";
 
+/// The longest a healthy sender goes between two turns: a paced send in a group chat
+/// (about 3 s), a request timeout and teloxide's pause after a 5xx, with a wide margin.
+pub const PROGRESS_BOUND: Duration = Duration::from_secs(300);
+
 /// Messages marked per transaction when Telegram is disabled.
 const LOG_BATCH: u32 = 500;
 
@@ -219,9 +223,33 @@ impl Sender {
     /// pacing wait) gets [`mt_common::shutdown::GRACE`] to finish and record; a slower one is
     /// abandoned, so shutdown never waits for a slow or rate-limiting Telegram (that one
     /// message may be sent again after the restart, SPEC §10).
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    pub async fn run(self, shutdown: CancellationToken) {
+        self.run_with(shutdown, mt_common::service::Progress::new())
+            .await;
+    }
+
+    /// Runs the sender as the daemon's supervised task "telegram sender": it beats its
+    /// progress after every turn, so a sender stuck longer than [`PROGRESS_BOUND`] stops the
+    /// watchdog pings, and one that ends before shutdown stops the daemon.
+    pub fn supervise(self, service: &mut mt_common::service::Service) {
+        service.spawn(
+            "telegram sender",
+            Some(PROGRESS_BOUND),
+            move |task| async move {
+                self.run_with(task.stop, task.progress).await;
+                Ok(())
+            },
+        );
+    }
+
+    async fn run_with(
+        mut self,
+        shutdown: CancellationToken,
+        progress: mt_common::service::Progress,
+    ) {
         tracing::info!(holder = %self.holder, telegram = self.bot.is_some(), "notification sender started");
         while !shutdown.is_cancelled() {
+            progress.beat();
             let turn = tokio::select! {
                 turn = self.turn() => turn,
                 () = mt_common::shutdown::grace_elapsed(&shutdown, mt_common::shutdown::GRACE) => {

@@ -217,6 +217,35 @@ impl Store {
         Ok(())
     }
 
+    /// Adds the harness's "database probe" to `service`: a ping every 10 s (5 s deadline)
+    /// that counts as progress only when it answers, so a database that stops answering for
+    /// longer than the probe's bound stops the watchdog pings (SPEC §11).
+    pub fn supervise_probe(&self, service: &mut mt_common::service::Service) {
+        use mt_common::service::{Attempt, Beat, Every, FnJob};
+        let store = self.clone();
+        service.periodic(
+            "database probe",
+            Every {
+                interval: std::time::Duration::from_secs(10),
+                deadline: std::time::Duration::from_secs(5),
+                backoff: None,
+                beat: Beat::OnSuccess,
+            },
+            FnJob(move || {
+                let store = store.clone();
+                async move {
+                    match store.ping().await {
+                        Ok(()) => Attempt::Done,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the database does not answer");
+                            Attempt::Failed
+                        }
+                    }
+                }
+            }),
+        );
+    }
+
     /// Writes a consistent copy of the database to `target` while other processes keep
     /// writing (`VACUUM INTO`: one read transaction, so the copy is a single snapshot). Refuses
     /// to overwrite an existing file.

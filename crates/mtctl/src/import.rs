@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use mt_alerts::classify;
 use mt_common::config::Config;
 use mt_store::{Store, WebhookInsert};
 use serde_json::Value;
-use webhook_receiver::classify::classify;
 
 /// Reception time of an archived webhook: from its file name (`webhook_YYYYMMDD_HHMMSS…`),
 /// else its `ts`, else the file's modification time.
@@ -63,7 +63,7 @@ async fn import_one(
     dry_run: bool,
 ) -> anyhow::Result<Outcome> {
     let text = std::fs::read_to_string(path)?;
-    webhook_receiver::classify::check_shape(text.as_bytes())
+    mt_alerts::check_shape(text.as_bytes())
         .map_err(|problem| anyhow::anyhow!("refused JSON: {problem}"))?;
     let value: Value =
         serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("invalid JSON: {e}"))?;

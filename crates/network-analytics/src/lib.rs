@@ -17,10 +17,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use mt_common::metrics::{Counter, Exposition};
+use mt_common::service::{Attempt, Backoff, Beat, Every, FnJob, Job, Service};
 use mt_notify::{Notifier, Sender, SenderOptions};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::poll::Poller;
@@ -82,8 +82,9 @@ struct Http {
     started: DateTime<Utc>,
 }
 
-/// Polls until `shutdown`, serving `/metrics` and `/healthz` on `listener` and running the
-/// Telegram sender.
+/// Polls until `shutdown` through the daemon harness ([`mt_common::service`]): the poll and
+/// the autowithdraw watchdog as periodic jobs, the Telegram sender, a database probe and
+/// `/metrics` + `/healthz` on `listener`.
 pub async fn run(
     daemon: Daemon,
     listener: TcpListener,
@@ -100,9 +101,6 @@ pub async fn run(
     let autowithdraw_interval = config.autowithdraw.interval;
     let sender = Sender::new(&config, poller.store.clone(), poller.clock.clone(), sender)
         .context("cannot start the Telegram sender")?;
-    let sender_stop = CancellationToken::new();
-    let mut sender_task = tokio::spawn(sender.run(sender_stop.clone()));
-
     let addr = listener.local_addr()?;
     let http = Http {
         poller: poller.clone(),
@@ -113,94 +111,118 @@ pub async fn run(
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .with_state(http);
-    let server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future(),
-    );
 
-    mt_common::systemd::ready(&format!(
-        "polling every {}s; metrics on {addr}",
-        interval.as_secs()
-    ));
-    tracing::info!(%addr, "metrics listening");
-    let ping_every = mt_common::systemd::watchdog_interval().unwrap_or(Duration::from_secs(3600));
+    let mut service = Service::new("mt-network-analytics", shutdown, STOP_BOUND);
+    sender.supervise(&mut service);
+    service.http(
+        "metrics listener",
+        listener,
+        app,
+        mt_common::listener::Limits::metrics(),
+        mt_common::listener::OpenConnections::default(),
+    );
+    poller.store.supervise_probe(&mut service);
+    service.periodic(
+        "poll",
+        Every {
+            interval,
+            deadline: POLL_DEADLINE,
+            // Retrying faster than `interval` would spend the shared GraphQL budget; the next
+            // successful poll covers the gap (the end of the last one is kept).
+            backoff: Some(Backoff {
+                first: FIRST_RETRY,
+                cap: interval,
+            }),
+            beat: Beat::AfterEveryAttempt,
+        },
+        PollJob(poller.clone()),
+    );
     let notifier = Notifier::new(&config.telegram);
-    let (mut next_poll, mut next_watch) = (Instant::now(), Instant::now());
-    let mut failures = 0u32;
-    let result = loop {
-        let wake = next_poll.min(next_watch).min(Instant::now() + ping_every);
-        tokio::select! {
-            () = shutdown.cancelled() => break Ok(()),
-            joined = &mut sender_task => break Err(anyhow::anyhow!("the Telegram sender stopped unexpectedly: {joined:?}")),
-            () = tokio::time::sleep_until(wake) => {}
-        }
-        // The loop itself is alive (a failing Cloudflare is reported by /healthz, not by a
-        // restart).
-        mt_common::systemd::watchdog();
-        if Instant::now() >= next_watch {
-            match watchdog::check(
-                &poller.store,
-                &notifier,
-                &poller.clock,
-                autowithdraw_interval,
-            )
-            .await
-            {
-                Ok(watch) => {
-                    *poller
-                        .metrics
-                        .autowithdraw_stale
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) =
-                        matches!(watch, Watch::Alerted | Watch::StillStale)
-                }
-                Err(e) => tracing::warn!(error = %e, "autowithdraw watchdog check failed"),
-            }
-            next_watch = Instant::now() + autowithdraw_interval;
-        }
-        if Instant::now() >= next_poll {
-            poller.metrics.polls.inc();
-            let polled = tokio::select! {
-                polled = tokio::time::timeout(POLL_DEADLINE, poller.poll_once()) => polled
-                    .unwrap_or_else(|_| Err(poll::PollError::Deadline(POLL_DEADLINE))),
-                () = mt_common::shutdown::grace_elapsed(&shutdown, mt_common::shutdown::GRACE) => {
-                    // Safe: the end of the last successful poll is kept, so the next start
-                    // covers this one's window.
-                    tracing::warn!(grace_secs = mt_common::shutdown::GRACE.as_secs(), "shutdown: the poll in progress was abandoned");
-                    break Ok(());
-                }
-            };
-            match polled {
-                Ok(_) => {
-                    failures = 0;
-                    *poller
-                        .metrics
-                        .last_success
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = Some(poller.clock.now());
-                    next_poll = Instant::now() + interval;
-                }
-                Err(e) => {
-                    failures += 1;
-                    poller.metrics.failures.inc();
-                    let delay = FIRST_RETRY
-                        .saturating_mul(2u32.saturating_pow(failures - 1))
-                        .min(interval);
-                    tracing::warn!(error = %e, failures, retry_in_secs = delay.as_secs(), "poll failed; the next one covers the gap");
-                    next_poll = Instant::now() + delay;
+    let watched = poller.clone();
+    service.periodic(
+        "autowithdraw watchdog",
+        Every {
+            interval: autowithdraw_interval,
+            deadline: WATCH_DEADLINE,
+            backoff: None,
+            beat: Beat::AfterEveryAttempt,
+        },
+        FnJob(move || {
+            let (poller, notifier) = (watched.clone(), notifier.clone());
+            async move {
+                match watchdog::check(
+                    &poller.store,
+                    &notifier,
+                    &poller.clock,
+                    autowithdraw_interval,
+                )
+                .await
+                {
+                    Ok(watch) => {
+                        *poller
+                            .metrics
+                            .autowithdraw_stale
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner) =
+                            matches!(watch, Watch::Alerted | Watch::StillStale);
+                        Attempt::Done
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "autowithdraw watchdog check failed");
+                        Attempt::Failed
+                    }
                 }
             }
+        }),
+    );
+    let store = poller.store.clone();
+    service.on_stop("close the database", async move { store.close().await });
+    service
+        .run(&format!(
+            "polling every {}s; metrics on {addr}",
+            interval.as_secs()
+        ))
+        .await
+}
+
+/// How long the tasks may take to stop: the sender's and the poll's
+/// [`mt_common::shutdown::GRACE`] plus the metrics listener's drain, with a margin.
+const STOP_BOUND: Duration = Duration::from_secs(5);
+
+/// Longest a check of autowithdraw's judgements may take (two reads and maybe one write).
+const WATCH_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The poll as the harness's periodic job.
+struct PollJob(Poller);
+
+impl Job for PollJob {
+    async fn attempt(&mut self) -> Attempt {
+        let poller = &self.0;
+        poller.metrics.polls.inc();
+        match poller.poll_once().await {
+            Ok(_) => {
+                *poller
+                    .metrics
+                    .last_success
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(poller.clock.now());
+                Attempt::Done
+            }
+            Err(e) => {
+                poller.metrics.failures.inc();
+                tracing::warn!(error = %e, "poll failed; the next one covers the gap");
+                Attempt::Failed
+            }
         }
-    };
-    mt_common::systemd::stopping();
-    sender_stop.cancel();
-    let _ = server.await;
-    if !sender_task.is_finished() {
-        let _ = sender_task.await;
     }
-    poller.store.close().await;
-    result
+
+    fn abandoned(&mut self, deadline: Duration) {
+        self.0.metrics.failures.inc();
+        tracing::warn!(
+            error = %poll::PollError::Deadline(deadline),
+            "poll failed; the next one covers the gap"
+        );
+    }
 }
 
 async fn metrics(State(http): State<Http>) -> Response {

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::AppState;
 use crate::archive::{Archive, Staged};
-use crate::classify::{Classified, Kind, Phase, classify};
+use mt_alerts::{Classified, Kind, Phase, classify};
 
 /// Cloudflare refuses a re-advertisement this soon after a withdrawal.
 const READVERTISE_HOLD: Duration = Duration::from_secs(15 * 60);

@@ -5,10 +5,9 @@
 //! later, in the outbox sender this daemon also runs (one sender across all daemons).
 
 pub mod archive;
-pub mod classify;
 pub mod ingest;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +21,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use mt_common::SharedClock;
 use mt_common::config::Config;
 use mt_common::metrics::{Counter, CounterVec, Exposition, Histogram, LATENCY_BUCKETS};
+use mt_common::service::Service;
 use mt_notify::{Notifier, Sender, SenderOptions};
 use mt_store::Store;
 use secrecy::{ExposeSecret, SecretString};
@@ -32,8 +32,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::archive::Archive;
-use crate::classify::KNOWN_TYPES;
 use crate::ingest::{IngestError, Outcome, Writer, ingest, repair_recent};
+use mt_alerts::KNOWN_TYPES;
 
 /// Newest stored webhooks whose archive copy is checked at start.
 const ARCHIVE_REPAIR_WINDOW: u32 = 1000;
@@ -225,7 +225,7 @@ async fn webhook(State(state): State<AppState>, request: Request) -> Response {
             "body is not UTF-8 JSON",
         );
     };
-    if let Err(problem) = classify::check_shape(raw.as_bytes()) {
+    if let Err(problem) = mt_alerts::check_shape(raw.as_bytes()) {
         return state.reject(
             "bad_json",
             StatusCode::BAD_REQUEST,
@@ -390,8 +390,9 @@ pub struct Daemon {
     pub sender: SenderOptions,
 }
 
-/// Serves webhooks on `listener` and runs the Telegram sender until `shutdown`; in-flight
-/// requests finish first. Fails if the archive is unusable or the sender cannot start.
+/// Serves webhooks on `listener` and runs the Telegram sender until `shutdown`, through the
+/// daemon harness ([`mt_common::service`]); in-flight requests get [`DRAIN`] to finish. Fails
+/// if the archive is unusable or the sender cannot start.
 pub async fn run(
     daemon: Daemon,
     listener: TcpListener,
@@ -420,73 +421,17 @@ pub async fn run(
     let open = state.metrics().open_connections.clone();
     let app = router(state);
 
-    let sender_stop = CancellationToken::new();
-    let mut sender_task = tokio::spawn(sender.run(sender_stop.clone()));
-    let watchdog = tokio::spawn(watchdog(addr, shutdown.clone()));
-    let server = mt_common::listener::serve(listener, app, limits, open, shutdown.clone());
-
-    mt_common::systemd::ready(&format!("accepting webhooks on {addr}"));
-    tracing::info!(%addr, "listening");
-    let result = tokio::select! {
-        () = server => Ok(()),
-        joined = &mut sender_task => Err(anyhow::anyhow!("the Telegram sender stopped unexpectedly: {joined:?}")),
-    };
-    mt_common::systemd::stopping();
-    sender_stop.cancel();
-    watchdog.abort();
-    if !sender_task.is_finished() {
-        let _ = sender_task.await;
-    }
-    store.close().await;
-    result
+    let mut service = Service::new("mt-webhook-receiver", shutdown, STOP_BOUND);
+    sender.supervise(&mut service);
+    service.http("webhook listener", listener, app, limits, open);
+    store.supervise_probe(&mut service);
+    service.on_stop("close the database", async move { store.close().await });
+    service.run(&format!("accepting webhooks on {addr}")).await
 }
 
 /// How long in-flight requests may finish after SIGTERM (an unacknowledged webhook is
 /// redelivered by Cloudflare; an acknowledged one is already committed).
 pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Pings the systemd watchdog only after a real request to our own `/healthz` succeeded (the
-/// server answers and the database is reachable).
-async fn watchdog(addr: SocketAddr, shutdown: CancellationToken) {
-    let Some(every) = mt_common::systemd::watchdog_interval() else {
-        return;
-    };
-    let target = match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], addr.port())),
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
-        }
-        _ => addr,
-    };
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(every) => {}
-        }
-        match tokio::time::timeout(every, self_check(target)).await {
-            Ok(Ok(())) => mt_common::systemd::watchdog(),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "self health check failed; not pinging the watchdog")
-            }
-            Err(_) => tracing::warn!("self health check timed out; not pinging the watchdog"),
-        }
-    }
-}
-
-async fn self_check(target: SocketAddr) -> std::io::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(target).await?;
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).await?;
-    if &head[9..12] == b"200" {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(format!(
-            "healthz answered {}",
-            String::from_utf8_lossy(&head[9..12])
-        )))
-    }
-}
+/// How long the tasks may take to stop: the drain, with a margin.
+const STOP_BOUND: Duration = Duration::from_secs(7);
