@@ -101,13 +101,7 @@ pub async fn run(
 
     let mut service = Service::new("mt-autowithdraw", shutdown, STOP_BOUND);
     sender.supervise(&mut service);
-    service.http(
-        "metrics listener",
-        listener,
-        app,
-        mt_common::listener::Limits::metrics(),
-        mt_common::listener::OpenConnections::default(),
-    );
+    service.serve_metrics(listener, app);
     engine.store.supervise_probe(&mut service);
     service.periodic(
         "cycle",

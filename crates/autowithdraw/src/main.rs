@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use autowithdraw::cycle::Engine;
 use autowithdraw::daemon::{Daemon, Metrics, run};
 use clap::Parser;
-use mt_cloudflare::{Client, ClientOptions};
+use mt_cloudflare::{Client, RetryPolicy};
 use mt_common::SystemClock;
 use mt_common::config::Config;
 use mt_notify::{Notifier, SenderOptions};
@@ -31,20 +31,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     mt_common::telemetry::init();
     let config = Config::load_or_exit(cli.config.as_deref());
-    let client = match config
-        .cloudflare_api_token()
-        .map_err(|e| e.to_string())
-        .and_then(|(token, _)| {
-            Client::new(
-                &config.cloudflare,
-                &token,
-                ClientOptions {
-                    request_timeout: config.cloudflare.request_timeout,
-                    ..ClientOptions::default()
-                },
-            )
-            .map_err(|e| e.to_string())
-        }) {
+    let client = match Client::from_config(&config, RetryPolicy::default()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

@@ -16,8 +16,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use crate::error::AppError;
 use crate::pages::{AttackFilter, LIST_LIMIT, WindowQuery, attack_range, window};
-use crate::{AppState, Authed, views};
+use crate::state::{AppState, Authed};
+use crate::views;
 
 /// A JSON error body `{"error": "…"}`.
 pub fn error(status: StatusCode, message: &str) -> Response {
@@ -27,13 +29,7 @@ pub fn error(status: StatusCode, message: &str) -> Response {
 fn reply<T: Serialize>(result: mt_store::Result<T>) -> Response {
     match result {
         Ok(v) => Json(v).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "database read failed");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("database unavailable: {e}"),
-            )
-        }
+        Err(e) => AppError::from(e).into_response(),
     }
 }
 
@@ -65,7 +61,7 @@ pub async fn attacks(
         Ok((prefix, since, until)) => {
             reply(views::attacks(&state.store, prefix, since, until, state.clock.now()).await)
         }
-        Err(e) => error(StatusCode::BAD_REQUEST, &e),
+        Err(e) => AppError::BadRequest(e).into_response(),
     }
 }
 
@@ -77,7 +73,7 @@ pub async fn analytics(
 ) -> Response {
     match window(&q) {
         Ok(w) => reply(views::analytics(&state.store, w, state.clock.now()).await),
-        Err(e) => error(StatusCode::BAD_REQUEST, &e),
+        Err(e) => AppError::BadRequest(e).into_response(),
     }
 }
 

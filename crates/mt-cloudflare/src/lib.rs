@@ -125,7 +125,37 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// Why [`Client::from_config`] could not build a client.
+#[derive(Debug, thiserror::Error)]
+pub enum FromConfigError {
+    /// No usable API token (`cloudflare.api_token_file` or the environment).
+    #[error(transparent)]
+    Token(#[from] mt_common::ConfigError),
+    /// The token or a configured URL cannot be used.
+    #[error(transparent)]
+    Client(#[from] Error),
+}
+
 impl Client {
+    /// The client a process builds once and keeps (its connection pool and its rate-limit
+    /// and GraphQL-budget holds are shared by every call): the token from
+    /// `cloudflare.api_token_file` or the environment, `cloudflare.request_timeout`, and
+    /// `retry` (the daemons use the default; an operator's CLI call a shorter one).
+    pub fn from_config(
+        config: &mt_common::Config,
+        retry: RetryPolicy,
+    ) -> std::result::Result<Self, FromConfigError> {
+        let (token, _) = config.cloudflare_api_token()?;
+        Ok(Self::new(
+            &config.cloudflare,
+            &token,
+            ClientOptions {
+                request_timeout: config.cloudflare.request_timeout,
+                retry,
+                ..ClientOptions::default()
+            },
+        )?)
+    }
     /// A client for `[cloudflare]` with the given token.
     pub fn new(
         config: &mt_common::config::CloudflareConfig,

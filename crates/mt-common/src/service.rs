@@ -341,6 +341,18 @@ impl Service {
         });
     }
 
+    /// The `/metrics` + `/healthz` listener of a daemon without public routes
+    /// ([`crate::listener::Limits::metrics`]), as the supervised task "metrics listener".
+    pub fn serve_metrics(&mut self, listener: tokio::net::TcpListener, app: axum::Router) {
+        self.http(
+            "metrics listener",
+            listener,
+            app,
+            crate::listener::Limits::metrics(),
+            crate::listener::OpenConnections::default(),
+        );
+    }
+
     /// A cleanup step run after the tasks ended (each bounded by [`CLEANUP_BOUND`]).
     pub fn on_stop(&mut self, name: &'static str, step: impl Future<Output = ()> + Send + 'static) {
         self.cleanup.push((name, Box::pin(step)));

@@ -4,7 +4,7 @@
 //! Under systemd, stderr goes to journald, which stores every line at the unit's default
 //! priority unless the line starts with a `<N>` syslog-priority prefix (`SyslogLevelPrefix=`,
 //! on by default). When stderr *is* the journal stream (`$JOURNAL_STREAM` names its device and
-//! inode), each line gets the prefix of its level — error 3, warn 4, info 6, debug and trace 7 —
+//! inode), each line gets the prefix of its level (error 3, warn 4, info 6, debug and trace 7)
 //! and no timestamp (journald adds its own), so `journalctl -p warning` shows warnings and
 //! errors only. Anywhere else (a terminal, a pipe, a file) the lines are unchanged.
 

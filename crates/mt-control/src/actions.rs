@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
-use mt_cloudflare::{Client, ClientOptions};
+use mt_cloudflare::{Client, RetryPolicy};
 use mt_common::clock::Clock;
 use mt_common::config::{Config, PrefixConfig};
 use mt_common::timefmt::to_db;
@@ -128,19 +128,28 @@ pub fn require_configured<'a>(
         })
 }
 
-fn client(config: &Config) -> Result<Client, ControlError> {
-    let (token, _) = config
-        .cloudflare_api_token()
-        .map_err(|e| ControlError::NotConfigured(e.to_string()))?;
-    Client::new(
-        &config.cloudflare,
-        &token,
-        ClientOptions {
-            request_timeout: config.cloudflare.request_timeout,
-            ..ClientOptions::default()
-        },
-    )
-    .map_err(|e| ControlError::NotConfigured(e.to_string()))
+/// The process's one Cloudflare client, built at start (its connections and its rate-limit
+/// holds are shared by every action), or why there is none: a missing token is reported when
+/// an action needs Cloudflare, not when the dashboard starts.
+#[derive(Debug, Clone)]
+pub struct Cloudflare(Result<Client, String>);
+
+impl Cloudflare {
+    /// From the configuration (see [`Client::from_config`]).
+    pub fn from_config(config: &Config, retry: RetryPolicy) -> Self {
+        Self(Client::from_config(config, retry).map_err(|e| e.to_string()))
+    }
+
+    /// An already built client.
+    pub fn from_client(client: Client) -> Self {
+        Self(Ok(client))
+    }
+
+    fn client(&self) -> Result<&Client, ControlError> {
+        self.0
+            .as_ref()
+            .map_err(|e| ControlError::NotConfigured(e.clone()))
+    }
 }
 
 /// The in-process lock serialising changes of one prefix.
@@ -183,6 +192,7 @@ pub async fn set_advertised(
     config: &Config,
     store: &Store,
     clock: &dyn Clock,
+    cloudflare: &Cloudflare,
     cidr: &str,
     advertise: bool,
     actor: &Actor,
@@ -194,7 +204,7 @@ pub async fn set_advertised(
     // second then sees the first's result instead of Cloudflare's 15-minute refusal.
     let guard = prefix_lock(&cidr);
     let _held = guard.lock().await;
-    let cf = match client(config) {
+    let cf = match cloudflare.client() {
         Ok(cf) => cf,
         Err(e) => {
             audit_alone(

@@ -8,7 +8,7 @@ pub mod password;
 mod status;
 
 pub use actions::{
-    Actor, AdvertiseOutcome, ControlError, Via, pause, pin, require_configured, resume,
+    Actor, AdvertiseOutcome, Cloudflare, ControlError, Via, pause, pin, require_configured, resume,
     set_advertised, unpin,
 };
 pub use status::{PrefixStatus, Status, prefix_statuses, status};

@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use mt_cloudflare::graphql::{
     CALM_DATASET, CALM_FIELDS, DatasetSettings, DroppedTrafficQuery, EVENTS_DATASET, EVENTS_FIELDS,
 };
-use mt_cloudflare::{Client, ClientOptions, Error, RetryPolicy};
+use mt_cloudflare::{Client, Error, RetryPolicy};
 use mt_common::config::Config;
 use serde::Serialize;
 
@@ -69,24 +69,13 @@ impl Check {
     }
 }
 
-/// The client the daemons would build, with a short retry schedule (an operator is waiting).
+/// The client the daemons build, with a short retry schedule (an operator is waiting).
 fn client(config: &Config) -> anyhow::Result<Client> {
-    let (token, _) = config
-        .cloudflare_api_token()
-        .map_err(|e| Usage(e.to_string()))?;
-    Ok(Client::new(
-        &config.cloudflare,
-        &token,
-        ClientOptions {
-            request_timeout: config.cloudflare.request_timeout,
-            retry: RetryPolicy {
-                delays: vec![Duration::from_secs(1)],
-                max_retry_after: Duration::from_secs(5),
-            },
-            ..ClientOptions::default()
-        },
-    )
-    .map_err(|e| Usage(e.to_string()))?)
+    let retry = RetryPolicy {
+        delays: vec![Duration::from_secs(1)],
+        max_retry_after: Duration::from_secs(5),
+    };
+    Ok(Client::from_config(config, retry).map_err(|e| Usage(e.to_string()))?)
 }
 
 /// What a failure suggests: the token, a permission, the account id, or Cloudflare itself.

@@ -42,10 +42,17 @@ pub async fn set_advertised(
         .map_err(cli_error)?
         .cidr
         .to_string();
-    let outcome =
-        mt_control::set_advertised(config, store, &SystemClock, &cidr, advertise, &actor())
-            .await
-            .map_err(cli_error)?;
+    let outcome = mt_control::set_advertised(
+        config,
+        store,
+        &SystemClock,
+        &mt_control::Cloudflare::from_config(config, mt_cloudflare::RetryPolicy::default()),
+        &cidr,
+        advertise,
+        &actor(),
+    )
+    .await
+    .map_err(cli_error)?;
     match outcome {
         AdvertiseOutcome::Unchanged => println!(
             "{cidr} is already {} on Cloudflare; nothing to do",

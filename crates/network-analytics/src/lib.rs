@@ -114,13 +114,7 @@ pub async fn run(
 
     let mut service = Service::new("mt-network-analytics", shutdown, STOP_BOUND);
     sender.supervise(&mut service);
-    service.http(
-        "metrics listener",
-        listener,
-        app,
-        mt_common::listener::Limits::metrics(),
-        mt_common::listener::OpenConnections::default(),
-    );
+    service.serve_metrics(listener, app);
     poller.store.supervise_probe(&mut service);
     service.periodic(
         "poll",

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use mt_cloudflare::{Client, ClientOptions};
+use mt_cloudflare::{Client, RetryPolicy};
 use mt_common::SystemClock;
 use mt_common::config::Config;
 use mt_notify::{Notifier, SenderOptions};
@@ -31,13 +31,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     mt_common::telemetry::init();
     let config = Config::load_or_exit(cli.config.as_deref());
-    let token = match config.cloudflare_api_token() {
-        Ok((token, _)) => token,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let na = &config.network_analytics;
     let geoip = match GeoIp::open(&na.geoip_asn_db, &na.geoip_country_db) {
         Ok(g) => g,
@@ -46,14 +39,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let client = match Client::new(
-        &config.cloudflare,
-        &token,
-        ClientOptions {
-            request_timeout: config.cloudflare.request_timeout,
-            ..ClientOptions::default()
-        },
-    ) {
+    let client = match Client::from_config(&config, RetryPolicy::default()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

@@ -5,6 +5,7 @@
 //! later, in the outbox sender this daemon also runs (one sender across all daemons).
 
 pub mod archive;
+pub mod error;
 pub mod ingest;
 
 use std::net::SocketAddr;
@@ -32,6 +33,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::archive::Archive;
+use crate::error::AppError;
 use crate::ingest::{IngestError, Outcome, Writer, ingest, repair_recent};
 use mt_alerts::KNOWN_TYPES;
 
@@ -133,15 +135,17 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
-    (status, axum::Json(json!({ "error": message }))).into_response()
-}
-
 impl AppState {
-    fn reject(&self, reason: &str, status: StatusCode, message: &str) -> Response {
-        self.metrics.rejected.inc(reason);
-        tracing::warn!(reason, status = status.as_u16(), "webhook rejected");
-        error(status, message)
+    /// Counts and answers a failed request.
+    fn fail(&self, error: AppError) -> Response {
+        if let Some(reason) = error.reason() {
+            self.metrics.rejected.inc(reason);
+        }
+        error.into_response()
+    }
+
+    fn reject(&self, reason: &'static str, status: StatusCode, message: &str) -> Response {
+        self.fail(AppError::refused(reason, status, message))
     }
 
     fn authorised(&self, headers: &HeaderMap) -> bool {
@@ -274,19 +278,7 @@ async fn webhook(State(state): State<AppState>, request: Request) -> Response {
             )
                 .into_response()
         }
-        Err(e) => {
-            let reason = match &e {
-                IngestError::Store(_) => "database",
-                IngestError::Archive(_) => "archive",
-                IngestError::WriterGone => "stopping",
-            };
-            tracing::error!(error = %e, "webhook not stored; the sender will retry");
-            state.metrics.rejected.inc(reason);
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily unable to store the webhook",
-            )
-        }
+        Err(e) => state.fail(AppError::NotStored(e)),
     }
 }
 
@@ -311,7 +303,7 @@ async fn method_not_allowed(State(state): State<AppState>) -> Response {
 }
 
 async fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "not found")
+    AppError::NotFound.into_response()
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {

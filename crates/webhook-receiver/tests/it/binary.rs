@@ -498,3 +498,95 @@ async fn half_sent_headers_cannot_starve_the_receiver() {
         assert!(closed.is_ok(), "stalled socket {i} still open");
     }
 }
+
+/// Runs the receiver with stderr on a pipe, `$JOURNAL_STREAM` naming that pipe (as systemd
+/// does for the journal) or another file, posts one unauthenticated webhook, stops it, and
+/// returns every stderr line.
+fn lines_under_journal(journal_stream_matches: bool) -> Vec<String> {
+    use std::io::{Read as _, Write as _};
+    use std::os::unix::fs::MetadataExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, config_text(dir.path(), "listen = \"127.0.0.1:0\"")).unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    let pipe = std::fs::File::from(std::os::fd::OwnedFd::from(writer.try_clone().unwrap()))
+        .metadata()
+        .unwrap();
+    let ino = if journal_stream_matches {
+        pipe.ino()
+    } else {
+        pipe.ino() + 1
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mt-webhook-receiver"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .env("MT_WEBHOOK_SECRET", SECRET)
+        .env("MT_TELEGRAM_BOT_TOKEN", "1:x")
+        .env("JOURNAL_STREAM", format!("{}:{ino}", pipe.dev()))
+        .stdout(Stdio::null())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(reader).lines();
+    let mut seen = Vec::new();
+    let addr: SocketAddr = loop {
+        let line = lines
+            .next()
+            .expect("the receiver logs before it exits")
+            .unwrap();
+        seen.push(line.clone());
+        if let Some(rest) = line.split("listening addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    let mut socket = std::net::TcpStream::connect(addr).unwrap();
+    socket
+        .write_all(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+        .unwrap();
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    seen.extend(lines.map(Result::unwrap));
+    seen
+}
+
+#[test]
+fn under_journald_every_line_carries_its_syslog_priority() {
+    let lines = lines_under_journal(true);
+    let find = |needle: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?}: {lines:#?}"))
+    };
+    assert!(find("listening addr=").starts_with("<6>"), "{lines:#?}");
+    assert!(find("webhook rejected").starts_with("<4>"), "{lines:#?}");
+    assert!(find("shutdown requested").starts_with("<6>"), "{lines:#?}");
+    // `journalctl -p warning` keeps the <0>..<4> lines: here only the refusal.
+    let warnings: Vec<&String> = lines
+        .iter()
+        .filter(|l| matches!(l.get(..3), Some("<0>" | "<1>" | "<2>" | "<3>" | "<4>")))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{lines:#?}");
+    assert!(
+        lines.iter().all(|l| l.starts_with('<')),
+        "every line has a priority: {lines:#?}"
+    );
+}
+
+#[test]
+fn a_stderr_that_is_not_the_journal_gets_plain_lines() {
+    let lines = lines_under_journal(false);
+    assert!(
+        lines.iter().any(|l| l.contains("webhook rejected")),
+        "{lines:#?}"
+    );
+    assert!(lines.iter().all(|l| !l.starts_with('<')), "{lines:#?}");
+}
