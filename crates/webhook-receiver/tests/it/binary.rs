@@ -590,3 +590,72 @@ fn a_stderr_that_is_not_the_journal_gets_plain_lines() {
     );
     assert!(lines.iter().all(|l| !l.starts_with('<')), "{lines:#?}");
 }
+
+/// SPEC §11: SIGTERM exits 0 within a few seconds while Telegram hangs mid-send (a server that
+/// accepts the request and never answers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_telegram_hangs_mid_send_exits_promptly() {
+    let telegram = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let telegram_addr = telegram.local_addr().unwrap();
+    let (asked_tx, asked_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in telegram.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = std::io::Read::read(&mut stream, &mut buf) {
+                let _ = asked_tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            held.push(stream); // never answered
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        config_text(dir.path(), "listen = \"127.0.0.1:0\"")
+            + &format!("api_url = \"http://{telegram_addr}\"\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mt-webhook-receiver"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .env("MT_WEBHOOK_SECRET", SECRET)
+        .env("MT_TELEGRAM_BOT_TOKEN", "1:x")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr: SocketAddr = loop {
+        let line = lines.next().expect("the receiver starts").unwrap();
+        if let Some(rest) = line.split("listening addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/webhook");
+    assert!(deliver(&client, &url, 1).await.is_some());
+    let request = tokio::task::spawn_blocking(move || {
+        asked_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the sender calls Telegram")
+    })
+    .await
+    .unwrap();
+    assert!(request.contains("/SendMessage"), "{request}");
+    let asked = std::time::Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let took = asked.elapsed();
+    println!("mt-webhook-receiver exited {took:?} after SIGTERM with Telegram hanging mid-send");
+    assert_eq!(status.code(), Some(0));
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
