@@ -48,8 +48,8 @@ pub use stats::Stats;
 pub use store::{OpenOptions, Store, WriteTx};
 pub use vocab::{ActionTaken, EventType, WithdrawMethod, WithdrawStatus};
 pub use webhook::{
-    NewWebhookEvent, StoredIdentity, WebhookDedup, WebhookEvent, WebhookInsert, WebhookStats,
-    disambiguated_alert_id, duplicate_of,
+    ArchiveBacklog, NewWebhookEvent, StoredIdentity, Unarchived, WebhookDedup, WebhookEvent,
+    WebhookInsert, WebhookStats, disambiguated_alert_id, duplicate_of,
 };
 pub use withdrawal::{
     NewPendingWithdrawal, NewWithdrawal, PendingWithdrawal, Withdrawal, WithdrawalWrite,

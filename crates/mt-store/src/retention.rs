@@ -22,7 +22,7 @@ impl Store {
         let cutoff = to_db(cutoff);
         let (webhook_events, network_analytics_events) = sqlx::query_as(
             "SELECT \
-             (SELECT COUNT(*) FROM webhook_events WHERE datetime(received_at) < datetime(?1)), \
+             (SELECT COUNT(*) FROM webhook_events WHERE datetime(received_at) < datetime(?1) AND archived_at IS NOT NULL), \
              (SELECT COUNT(*) FROM network_analytics_events WHERE datetime(event_datetime) < datetime(?1))",
         )
         .bind(&cutoff)
@@ -150,8 +150,9 @@ impl PrunedTable {
     fn delete(self) -> &'static str {
         match self {
             Self::WebhookEvents => {
+                // A row whose archive copy is not written yet is kept (SPEC §6).
                 "DELETE FROM webhook_events WHERE id >= ?1 AND id < ?2 \
-                 AND datetime(received_at) < datetime(?3)"
+                 AND datetime(received_at) < datetime(?3) AND archived_at IS NOT NULL"
             }
             Self::NetworkAnalyticsEvents => {
                 "DELETE FROM network_analytics_events WHERE id >= ?1 AND id < ?2 \

@@ -1,7 +1,7 @@
 //! `webhook_events`: every webhook received, with duplicate detection.
 
 use chrono::{DateTime, Utc};
-use mt_common::timefmt::to_db;
+use mt_common::timefmt::{from_db, to_db};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -275,6 +275,77 @@ impl WriteTx {
         .fetch_optional(self.conn())
         .await?;
         Ok(inserted)
+    }
+}
+
+/// A stored webhook whose archive copy is not written yet.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Unarchived {
+    /// `webhook_events.id`.
+    pub id: i64,
+    /// Reception time as stored (names the file).
+    #[sqlx(try_from = "crate::loose::LooseText")]
+    pub received_at: Option<String>,
+    /// The raw body.
+    #[sqlx(try_from = "crate::loose::LooseText")]
+    pub payload: Option<String>,
+}
+
+/// How far the archive writer is behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ArchiveBacklog {
+    /// Rows not archived yet.
+    pub rows: i64,
+    /// Reception time of the oldest of them.
+    pub oldest: Option<DateTime<Utc>>,
+}
+
+impl WriteTx {
+    /// Records that webhooks `ids` have their archive file written and fsync'd (the writer's
+    /// progress, one statement per batch).
+    pub async fn mark_webhooks_archived(&mut self, ids: &[i64], at: DateTime<Utc>) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let list = serde_json::to_string(ids).map_err(|e| crate::Error::Invalid(e.to_string()))?;
+        sqlx::query(
+            "UPDATE webhook_events SET archived_at = ?1 \
+             WHERE id IN (SELECT value FROM json_each(?2)) AND archived_at IS NULL",
+        )
+        .bind(to_db(at))
+        .bind(list)
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// The oldest `limit` webhooks whose archive copy is not written yet, by id.
+    pub async fn unarchived_webhooks(&self, limit: u32) -> Result<Vec<Unarchived>> {
+        let rows = sqlx::query_as(
+            "SELECT id, received_at, payload FROM webhook_events \
+             WHERE archived_at IS NULL ORDER BY id LIMIT ?1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows)
+    }
+
+    /// How many webhooks wait for their archive copy, and since when.
+    pub async fn archive_backlog(&self) -> Result<ArchiveBacklog> {
+        let (rows, oldest): (i64, Option<String>) = sqlx::query_as(
+            "SELECT COUNT(*), (SELECT received_at FROM webhook_events \
+                               WHERE archived_at IS NULL ORDER BY id LIMIT 1) \
+             FROM webhook_events WHERE archived_at IS NULL",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        Ok(ArchiveBacklog {
+            rows,
+            oldest: oldest.as_deref().and_then(from_db),
+        })
     }
 }
 

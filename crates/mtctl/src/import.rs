@@ -76,6 +76,11 @@ async fn import_one(
     let outcome = tx
         .insert_webhook_event(&c.webhook_event(at, None, "imported", text))
         .await?;
+    if let WebhookInsert::Inserted(id) = outcome {
+        // Its body already sits in an archive file (the one read): the receiver's archive
+        // writer must not write a second copy under the new id.
+        tx.mark_webhooks_archived(&[id], at).await?;
+    }
     if dry_run {
         tx.rollback().await?;
     } else {

@@ -920,6 +920,20 @@ mod commands {
         let env = Env::new();
         let store = env.store();
         seed(&store, &env.rt);
+        // Rows whose archive copy is not written yet are never pruned (SPEC §6).
+        let dry = env.run(&["prune", "--older-than", "90days"]);
+        assert!(
+            text(&dry.stdout).contains("would delete 0 webhook_events"),
+            "{}",
+            text(&dry.stdout)
+        );
+        // The receiver's archive writer has copied them.
+        let archived = std::process::Command::new("sqlite3")
+            .arg(env.dir.path().join("mt.db"))
+            .arg("UPDATE webhook_events SET archived_at = received_at")
+            .status()
+            .unwrap();
+        assert!(archived.success());
         let dry = env.run(&["prune", "--older-than", "90days"]);
         assert!(dry.status.success());
         assert!(

@@ -1,19 +1,52 @@
 //! The raw-body archive (SPEC §6): `archive_dir/webhook_<UTC %Y%m%d_%H%M%S>_<id>.json`, the
-//! format `mtctl import-webhooks` reads.
+//! format `mtctl import-webhooks` reads, written from the database after the acknowledgement.
 //!
-//! A body is first written and fsync'd to `archive_dir/.incoming/` *before* the database write
-//! lock is taken (so slow disks do not serialise webhooks), renamed to its final name once its
-//! row is committed, and the directory is fsync'd before the webhook is acknowledged. So a final
-//! file exists only for a committed row. A staged file that is never placed is removed when
-//! dropped; leftovers from a crash were never acknowledged and are removed at start. A committed
-//! row whose file is missing (a crash between commit and rename) is re-archived from the row's
-//! stored payload ([`Archive::ensure`]) at start and when its retry arrives as a duplicate.
+//! A webhook is acknowledged once its row (with the raw body in `webhook_events.payload`) is
+//! committed; no file-system fsync is on that path. The [`ArchiveWriter`], a supervised task of
+//! the receiver, then copies every row whose `archived_at` is NULL, oldest first, in batches:
+//! - each body is written to `archive_dir/.incoming/`, fsync'd and renamed to its final name,
+//!   so a final name only ever holds a complete body;
+//! - a final name that already exists is not written again (a crash after the rename and
+//!   before the progress was recorded): no file is ever written twice;
+//! - one directory fsync per batch makes the renames durable, then one transaction records the
+//!   batch's `archived_at` (the progress; after a crash the writer resumes from the NULL rows);
+//! - it wakes when the ingest writer commits, and at least every second.
+//!
+//! `/metrics` shows the backlog (rows, age of the oldest) and `/healthz` degrades when the
+//! oldest unarchived webhook is older than [`HEALTHY_BACKLOG_AGE`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use mt_common::SharedClock;
+use mt_common::service::{Backoff, Progress, Task};
+use mt_store::{Store, Unarchived};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// `/healthz` answers 503 while a webhook waits longer than this for its archive copy.
+pub const HEALTHY_BACKLOG_AGE: Duration = Duration::from_secs(60);
+
+/// Rows archived per batch (one directory fsync and one transaction each).
+pub const BATCH: u32 = 256;
+
+/// The writer looks at the backlog at least this often, even without a wake-up.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// Retry delays after a failed batch (a full or read-only disk): the acknowledgements go on
+/// meanwhile, and `/healthz` reports the backlog.
+const RETRY: Backoff = Backoff {
+    first: Duration::from_secs(1),
+    cap: Duration::from_secs(30),
+};
+
+/// The longest a healthy writer goes between two beats of its progress (the watchdog rule):
+/// it beats at every look at the backlog, failed ones included.
+pub const PROGRESS_BOUND: Duration = Duration::from_secs(90);
 
 /// The archive directory.
 #[derive(Debug)]
@@ -23,22 +56,9 @@ pub struct Archive {
     seq: AtomicU64,
 }
 
-/// A body written to `.incoming/`, not yet placed.
-#[derive(Debug)]
-pub struct Staged {
-    path: Option<PathBuf>,
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        if let Some(path) = self.path.take() {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
 impl Archive {
-    /// Opens (creating) `dir`, checks it is writable and removes unacknowledged leftovers.
+    /// Opens (creating) `dir`, checks it is writable and removes the temporary files a crash
+    /// left in `.incoming/` (their rows are still unarchived, so they are written again).
     pub fn open(dir: &Path) -> std::io::Result<Self> {
         let incoming = dir.join(".incoming");
         std::fs::create_dir_all(&incoming)?;
@@ -51,7 +71,7 @@ impl Archive {
             }
         }
         if removed > 0 {
-            tracing::info!(removed, "removed unacknowledged staged webhook bodies");
+            tracing::info!(removed, "removed unfinished archive files");
         }
         let probe = incoming.join(format!("probe-{}", std::process::id()));
         std::fs::write(&probe, b"")?;
@@ -63,65 +83,160 @@ impl Archive {
         })
     }
 
-    /// Writes and fsyncs `body` under `.incoming/`.
-    pub async fn stage(&self, body: &[u8]) -> std::io::Result<Staged> {
-        let path = self.incoming.join(format!(
-            "{}-{}-{}.json",
-            std::process::id(),
-            Utc::now().timestamp_nanos_opt().unwrap_or_default(),
-            self.seq.fetch_add(1, Ordering::Relaxed)
-        ));
-        let body = body.to_vec();
-        let staged = Staged {
-            path: Some(path.clone()),
-        };
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&path)?;
-            f.write_all(&body)?;
-            f.sync_all()
-        })
-        .await
-        .map_err(std::io::Error::other)??;
-        Ok(staged)
-    }
-
     /// The final file name of webhook `id` received at `at`.
     pub fn file_name(at: DateTime<Utc>, id: i64) -> String {
         format!("webhook_{}_{id}.json", at.format("%Y%m%d_%H%M%S"))
     }
 
-    /// Renames a staged body to its final name (atomic, same directory tree).
-    pub fn place(&self, mut staged: Staged, name: &str) -> std::io::Result<PathBuf> {
+    /// Writes `body` under `name` unless that file exists: to `.incoming/`, fsync'd, then
+    /// renamed (blocking). Returns whether it wrote.
+    fn write_if_missing(&self, name: &str, body: &[u8]) -> std::io::Result<bool> {
         let target = self.dir.join(name);
-        let from = staged
-            .path
-            .take()
-            .ok_or_else(|| std::io::Error::other("already placed"))?;
-        if let Err(e) = std::fs::rename(&from, &target) {
-            staged.path = Some(from);
-            return Err(e);
-        }
-        Ok(target)
-    }
-
-    /// Writes webhook `id`'s file from its stored payload if it is missing. Returns whether a
-    /// file was written.
-    pub async fn ensure(&self, at: DateTime<Utc>, id: i64, payload: &str) -> std::io::Result<bool> {
-        let target = self.dir.join(Self::file_name(at, id));
-        if tokio::fs::try_exists(&target).await? {
+        if target.try_exists()? {
             return Ok(false);
         }
-        let staged = self.stage(payload.as_bytes()).await?;
-        self.place(staged, &Self::file_name(at, id))?;
-        self.sync_dir().await?;
-        Ok(true)
+        let temp = self.incoming.join(format!(
+            "{}-{}.json",
+            std::process::id(),
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = (|| {
+            let mut f = std::fs::File::create(&temp)?;
+            f.write_all(body)?;
+            f.sync_all()?;
+            std::fs::rename(&temp, &target)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        written.map(|()| true)
     }
 
-    /// Makes the renames durable.
-    pub async fn sync_dir(&self) -> std::io::Result<()> {
-        let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
-            .await
-            .map_err(std::io::Error::other)?
+    /// Makes the renames durable (blocking).
+    fn sync_dir(&self) -> std::io::Result<()> {
+        std::fs::File::open(&self.dir)?.sync_all()
+    }
+
+    /// Writes one batch of rows (blocking): each file once, then one directory fsync. Returns
+    /// how many files were written.
+    fn write_batch(&self, rows: &[Unarchived]) -> std::io::Result<usize> {
+        let mut written = 0;
+        for row in rows {
+            let Some(payload) = row.payload.as_deref() else {
+                tracing::warn!(
+                    id = row.id,
+                    "stored webhook without a payload; nothing to archive"
+                );
+                continue;
+            };
+            // Our rows always carry a reception time; a legacy row without one is named by
+            // its id alone.
+            let name = match row
+                .received_at
+                .as_deref()
+                .and_then(mt_common::timefmt::from_db)
+            {
+                Some(at) => Self::file_name(at, row.id),
+                None => format!("webhook_{}.json", row.id),
+            };
+            if self.write_if_missing(&name, payload.as_bytes())? {
+                written += 1;
+            }
+        }
+        self.sync_dir()?;
+        Ok(written)
+    }
+}
+
+/// Copies stored webhooks to the archive (see the module documentation). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ArchiveWriter {
+    store: Store,
+    archive: Arc<Archive>,
+    clock: SharedClock,
+    wake: Arc<Notify>,
+}
+
+impl ArchiveWriter {
+    /// A writer for `archive`, woken through [`ArchiveWriter::wake`].
+    pub fn new(store: Store, archive: Arc<Archive>, clock: SharedClock) -> Self {
+        Self {
+            store,
+            archive,
+            clock,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Tells the writer new rows are committed.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Archives batches until the backlog is empty or `stop` is cancelled; returns how many
+    /// files were written. A failure leaves the failed batch unarchived (retried later).
+    pub async fn drain(
+        &self,
+        stop: &CancellationToken,
+        progress: &Progress,
+    ) -> anyhow::Result<u64> {
+        let mut written = 0u64;
+        while !stop.is_cancelled() {
+            let rows = self.store.unarchived_webhooks(BATCH).await?;
+            if rows.is_empty() {
+                break;
+            }
+            let archive = self.archive.clone();
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            let files = tokio::task::spawn_blocking(move || archive.write_batch(&rows))
+                .await
+                .map_err(|e| anyhow::anyhow!("the archive task failed: {e}"))??;
+            let mut tx = self.store.begin().await?;
+            tx.mark_webhooks_archived(&ids, self.clock.now()).await?;
+            tx.commit().await?;
+            written += files as u64;
+            progress.beat();
+        }
+        Ok(written)
+    }
+
+    /// The supervised task: drains the backlog whenever woken (and every second), retrying a
+    /// failed batch after a capped backoff, until `task.stop`.
+    pub async fn run(self, task: Task) -> anyhow::Result<()> {
+        let mut failures = 0u32;
+        loop {
+            task.progress.beat();
+            let retry = tokio::select! {
+                drained = self.drain(&task.stop, &task.progress) => match drained {
+                    Ok(_) => {
+                        failures = 0;
+                        None
+                    }
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        let delay = RETRY.delay(failures, mt_common::service::jitter_unit());
+                        tracing::warn!(error = %format!("{e:#}"), failures, retry_in_secs = delay.as_secs(), "archive copies not written; the webhooks are safe in the database");
+                        Some(delay)
+                    }
+                },
+                () = mt_common::shutdown::grace_elapsed(&task.stop, mt_common::shutdown::GRACE) => {
+                    // Safe: the unfinished batch is still unarchived and written after the
+                    // restart (a file already renamed is not written again).
+                    return Ok(());
+                }
+            };
+            match retry {
+                // After a failure, new commits do not cut the backoff short.
+                Some(delay) => tokio::select! {
+                    () = task.stop.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(delay) => {}
+                },
+                None => tokio::select! {
+                    () = task.stop.cancelled() => return Ok(()),
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(IDLE_CHECK) => {}
+                },
+            }
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The one error type of the receiver's handlers: every refusal and failure is logged with its
-//! cause and answered `{"error": "…"}` with a message that names no internals (a database or
-//! archive failure is a fixed 503 text; Cloudflare retries it).
+//! cause and answered `{"error": "…"}` with a message that names no internals (a database
+//! failure is a fixed 503 text; Cloudflare retries it).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -42,7 +42,6 @@ impl AppError {
         match self {
             Self::Refused { reason, .. } => Some(reason),
             Self::NotStored(IngestError::Store(_)) => Some("database"),
-            Self::NotStored(IngestError::Archive(_)) => Some("archive"),
             Self::NotStored(IngestError::WriterGone) => Some("stopping"),
             Self::NotFound => None,
         }

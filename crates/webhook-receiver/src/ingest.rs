@@ -1,6 +1,7 @@
-//! One webhook, durably stored before it is acknowledged (SPEC §6): its `webhook_events` row,
-//! derived `attack_events` rows, `prefix_calm_status` marks and queued Telegram message commit
-//! together, and its raw body is in the archive.
+//! One webhook, durably stored before it is acknowledged (SPEC §6): its `webhook_events` row
+//! (the raw body in `payload`), derived `attack_events` rows, `prefix_calm_status` marks and
+//! queued Telegram message commit together. The archive copy is written afterwards, from the
+//! database, by [`crate::archive::ArchiveWriter`].
 //!
 //! Group commit: one writer task takes every webhook waiting at that moment (up to
 //! [`MAX_BATCH`]) and stores them in one transaction, so a burst pays one fsync per batch instead
@@ -21,7 +22,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::AppState;
-use crate::archive::{Archive, Staged};
+use crate::archive::ArchiveWriter;
 use mt_alerts::{Classified, Kind, Phase, classify};
 
 /// Cloudflare refuses a re-advertisement this soon after a withdrawal.
@@ -46,22 +47,29 @@ pub enum IngestError {
     /// The database failed or stayed locked.
     #[error(transparent)]
     Store(#[from] mt_store::Error),
-    /// The archive could not be written.
-    #[error("archive: {0}")]
-    Archive(#[from] std::io::Error),
     /// The writer task is gone (the daemon is stopping).
     #[error("the webhook writer is not running")]
     WriterGone,
 }
 
+/// A parsed webhook, ready to be stored.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    /// What it is.
+    pub classified: Classified,
+    /// The raw body.
+    pub raw: String,
+    /// The sender's address.
+    pub source_ip: Option<String>,
+    /// When it arrived.
+    pub received_at: DateTime<Utc>,
+    /// The prefix's state, for the message text.
+    pub prefix_state: PrefixState,
+}
+
 /// A webhook on its way to the writer.
 struct Job {
-    classified: Classified,
-    raw: String,
-    source_ip: Option<String>,
-    received_at: DateTime<Utc>,
-    prefix_state: PrefixState,
-    staged: Staged,
+    parsed: Parsed,
     reply: oneshot::Sender<Result<Outcome, IngestError>>,
 }
 
@@ -74,16 +82,22 @@ pub struct Writer {
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Job")
-            .field("alert_id", &self.classified.alert_id)
+            .field("alert_id", &self.parsed.classified.alert_id)
             .finish_non_exhaustive()
     }
 }
 
 impl Writer {
-    /// Starts the writer task; it ends when every handle is dropped.
-    pub fn spawn(store: Store, notifier: Notifier, archive: Arc<Archive>) -> Self {
+    /// Starts the writer task; it ends when every handle is dropped. `archive` is woken after
+    /// every commit.
+    pub fn spawn(
+        store: Store,
+        notifier: Notifier,
+        archive: ArchiveWriter,
+        metrics: Arc<crate::Metrics>,
+    ) -> Self {
         let (jobs, rx) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(write_loop(rx, store, notifier, archive));
+        tokio::spawn(write_loop(rx, store, notifier, archive, metrics));
         Self { jobs }
     }
 }
@@ -104,15 +118,15 @@ pub async fn ingest(
         }
         _ => PrefixState::Unknown,
     };
-    let staged = state.archive.stage(raw.as_bytes()).await?;
     let (reply, answer) = oneshot::channel();
     let job = Job {
-        classified: classified.clone(),
-        raw: raw.to_owned(),
-        source_ip,
-        received_at,
-        prefix_state,
-        staged,
+        parsed: Parsed {
+            classified: classified.clone(),
+            raw: raw.to_owned(),
+            source_ip,
+            received_at,
+            prefix_state,
+        },
         reply,
     };
     state
@@ -122,61 +136,15 @@ pub async fn ingest(
         .await
         .map_err(|_| IngestError::WriterGone)?;
     let outcome = answer.await.map_err(|_| IngestError::WriterGone)??;
-    if let Outcome::Duplicate(id) = outcome {
-        repair_archive(&state.store, &state.archive, id).await?;
-    }
     Ok((outcome, classified))
-}
-
-/// Makes sure a stored webhook's archive file exists (a crash between commit and rename).
-async fn repair_archive(store: &Store, archive: &Archive, id: i64) -> Result<(), IngestError> {
-    let Some(row) = store.webhook_event(id).await? else {
-        return Ok(());
-    };
-    let at = row
-        .received_at
-        .as_deref()
-        .and_then(mt_common::timefmt::from_db);
-    if let (Some(at), Some(payload)) = (at, row.payload.as_deref())
-        && archive.ensure(at, id, payload).await?
-    {
-        tracing::warn!(id, "archive copy was missing; rewritten from the database");
-    }
-    Ok(())
-}
-
-/// Re-archives the newest `limit` stored webhooks whose file is missing (run at start).
-pub async fn repair_recent(
-    store: &Store,
-    archive: &Archive,
-    limit: u32,
-) -> Result<usize, IngestError> {
-    let mut repaired = 0;
-    for row in store.recent_webhook_payloads(limit).await? {
-        let at = row
-            .received_at
-            .as_deref()
-            .and_then(mt_common::timefmt::from_db);
-        if let (Some(at), Some(payload)) = (at, row.payload.as_deref())
-            && archive.ensure(at, row.id, payload).await?
-        {
-            repaired += 1;
-        }
-    }
-    if repaired > 0 {
-        tracing::warn!(
-            repaired,
-            "archive copies were missing; rewritten from the database"
-        );
-    }
-    Ok(repaired)
 }
 
 async fn write_loop(
     mut rx: mpsc::Receiver<Job>,
     store: Store,
     notifier: Notifier,
-    archive: Arc<Archive>,
+    archive: ArchiveWriter,
+    metrics: Arc<crate::Metrics>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -186,68 +154,57 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
+        metrics.batches.inc();
+        metrics.batched.add(batch.len() as u64);
         write_batch(batch, &store, &notifier, &archive).await;
     }
 }
 
-async fn write_batch(batch: Vec<Job>, store: &Store, notifier: &Notifier, archive: &Archive) {
-    let stored = store_batch(&batch, store, notifier).await;
-    let outcomes = match stored {
-        Ok(outcomes) => outcomes,
-        Err(e) => {
-            tracing::error!(error = %e, webhooks = batch.len(), "batch not stored; every webhook in it is answered 503");
-            let message = e.to_string();
-            for job in batch {
-                let _ = job
-                    .reply
-                    .send(Err(IngestError::Store(mt_store::Error::Invalid(
-                        message.clone(),
-                    ))));
+/// Stores a batch and answers each webhook: after the commit, or 503 for all if it failed.
+async fn write_batch(batch: Vec<Job>, store: &Store, notifier: &Notifier, archive: &ArchiveWriter) {
+    let (parsed, replies): (Vec<Parsed>, Vec<_>) =
+        batch.into_iter().map(|j| (j.parsed, j.reply)).unzip();
+    match store_batch(&parsed, store, notifier).await {
+        Ok(outcomes) => {
+            archive.wake();
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
             }
-            return;
         }
-    };
-    // Committed: give each accepted body its final name, then make the names durable.
-    let mut results = Vec::with_capacity(batch.len());
-    for (job, outcome) in batch.into_iter().zip(outcomes) {
-        let result = match outcome {
-            Outcome::Accepted(id) => archive
-                .place(job.staged, &Archive::file_name(job.received_at, id))
-                .map(|_| outcome)
-                .map_err(IngestError::from),
-            Outcome::Duplicate(_) => Ok(outcome),
-        };
-        results.push((job.reply, result));
-    }
-    let synced = archive.sync_dir().await;
-    for (reply, result) in results {
-        let result = match (&synced, result) {
-            (Err(e), Ok(Outcome::Accepted(_))) => Err(IngestError::Archive(std::io::Error::new(
-                e.kind(),
-                e.to_string(),
-            ))),
-            (_, result) => result,
-        };
-        let _ = reply.send(result);
+        Err(e) => {
+            tracing::error!(error = %e, webhooks = replies.len(), "batch not stored; every webhook in it is answered 503");
+            let message = e.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(IngestError::Store(mt_store::Error::Invalid(
+                    message.clone(),
+                ))));
+            }
+        }
     }
 }
 
-/// One transaction for the whole batch; returns each webhook's outcome in order.
-async fn store_batch(
-    batch: &[Job],
+/// One transaction (`BEGIN IMMEDIATE`, one WAL fsync at the commit) for the whole batch;
+/// returns each webhook's outcome in order. Public for the benchmark's ceiling, which stores
+/// the same rows without HTTP.
+pub async fn store_batch(
+    batch: &[Parsed],
     store: &Store,
     notifier: &Notifier,
 ) -> mt_store::Result<Vec<Outcome>> {
     let mut tx = store.begin().await?;
     let mut outcomes = Vec::with_capacity(batch.len());
-    for job in batch {
-        outcomes.push(store_one(&mut tx, job, notifier).await?);
+    for parsed in batch {
+        outcomes.push(store_one(&mut tx, parsed, notifier).await?);
     }
     tx.commit().await?;
     Ok(outcomes)
 }
 
-async fn store_one(tx: &mut WriteTx, job: &Job, notifier: &Notifier) -> mt_store::Result<Outcome> {
+async fn store_one(
+    tx: &mut WriteTx,
+    job: &Parsed,
+    notifier: &Notifier,
+) -> mt_store::Result<Outcome> {
     let c = &job.classified;
     let row = c.webhook_event(
         job.received_at,
@@ -266,7 +223,7 @@ async fn store_one(tx: &mut WriteTx, job: &Job, notifier: &Notifier) -> mt_store
 }
 
 /// Writes the rows a webhook implies and returns the message to send.
-async fn derive(tx: &mut WriteTx, job: &Job, webhook_id: i64) -> mt_store::Result<Message> {
+async fn derive(tx: &mut WriteTx, job: &Parsed, webhook_id: i64) -> mt_store::Result<Message> {
     let (c, raw, now) = (&job.classified, job.raw.as_str(), job.received_at);
     match &c.kind {
         Kind::Test => Ok(Message::Generic(GenericAlert {

@@ -1,8 +1,9 @@
 //! `mt-webhook-receiver` (SPEC §6): receives Cloudflare alert webhooks and never loses one.
 //!
-//! A webhook is answered 2xx only after its row, derived rows and queued Telegram message are
-//! committed in one transaction and its raw body is in the archive. Telegram delivery happens
-//! later, in the outbox sender this daemon also runs (one sender across all daemons).
+//! A webhook is answered 2xx only after its row (with the raw body), derived rows and queued
+//! Telegram message are committed in one transaction. The archive copy is written from the
+//! database moments later ([`archive::ArchiveWriter`]); Telegram delivery happens later too, in
+//! the outbox sender this daemon also runs (one sender across all daemons).
 
 pub mod archive;
 pub mod error;
@@ -32,13 +33,10 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::archive::Archive;
+use crate::archive::{Archive, ArchiveWriter};
 use crate::error::AppError;
-use crate::ingest::{IngestError, Outcome, Writer, ingest, repair_recent};
+use crate::ingest::{Outcome, Writer, ingest};
 use mt_alerts::KNOWN_TYPES;
-
-/// Newest stored webhooks whose archive copy is checked at start.
-const ARCHIVE_REPAIR_WINDOW: u32 = 1000;
 
 /// The header Cloudflare puts the shared secret in.
 pub const AUTH_HEADER: &str = "cf-webhook-auth";
@@ -49,7 +47,7 @@ pub struct AppState {
     config: Arc<Config>,
     store: Store,
     clock: SharedClock,
-    archive: Arc<Archive>,
+    archiver: ArchiveWriter,
     writer: Writer,
     /// SHA-256 of the secret; `None` only in explicitly allowed unauthenticated mode.
     secret_digest: Option<[u8; 32]>,
@@ -78,6 +76,10 @@ pub struct Metrics {
     pub latency: Histogram,
     /// TCP connections open now (capped by `webhook.max_connections`).
     pub open_connections: mt_common::listener::OpenConnections,
+    /// Transactions of the group-commit writer.
+    pub batches: Counter,
+    /// Webhooks those transactions held (with `batches`: the mean batch size).
+    pub batched: Counter,
 }
 
 impl Default for Metrics {
@@ -88,32 +90,52 @@ impl Default for Metrics {
             rejected: CounterVec::default(),
             latency: Histogram::new(LATENCY_BUCKETS),
             open_connections: mt_common::listener::OpenConnections::default(),
+            batches: Counter::default(),
+            batched: Counter::default(),
         }
     }
 }
 
 impl AppState {
-    /// Builds the state and starts the writer task. `secret` is `None` only when
-    /// `webhook.allow_unauthenticated` is set (the caller checks that). Opens the archive and
-    /// re-archives recent stored webhooks whose file is missing.
+    /// Builds the state and starts the ingest writer task. `secret` is `None` only when
+    /// `webhook.allow_unauthenticated` is set (the caller checks that). Opens the archive
+    /// directory (it must be writable); its writer runs in [`run`] (tests drive it through
+    /// [`AppState::archive_pending`]).
     pub async fn new(
         config: Config,
         store: Store,
         clock: SharedClock,
         secret: Option<&SecretString>,
-    ) -> Result<Self, IngestError> {
+    ) -> Result<Self, std::io::Error> {
         let archive = Arc::new(Archive::open(&config.webhook.archive_dir)?);
-        repair_recent(&store, &archive, ARCHIVE_REPAIR_WINDOW).await?;
+        let archiver = ArchiveWriter::new(store.clone(), archive, clock.clone());
         let notifier = Notifier::new(&config.telegram);
+        let metrics = Arc::new(Metrics::default());
         Ok(Self {
-            writer: Writer::spawn(store.clone(), notifier, archive.clone()),
+            writer: Writer::spawn(store.clone(), notifier, archiver.clone(), metrics.clone()),
+            archiver,
             config: Arc::new(config),
             store,
             clock,
-            archive,
             secret_digest: secret.map(|s| Sha256::digest(s.expose_secret().as_bytes()).into()),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
         })
+    }
+
+    /// The archive writer (the daemon runs it as the task "archive writer").
+    pub fn archive_writer(&self) -> ArchiveWriter {
+        self.archiver.clone()
+    }
+
+    /// Writes the archive copies of every stored webhook that has none yet (what the archive
+    /// writer task does continuously); returns how many files were written.
+    pub async fn archive_pending(&self) -> anyhow::Result<u64> {
+        self.archiver
+            .drain(
+                &CancellationToken::new(),
+                &mt_common::service::Progress::new(),
+            )
+            .await
     }
 
     /// The counters (for tests and benchmarks).
@@ -308,12 +330,32 @@ async fn not_found() -> Response {
 
 async fn healthz(State(state): State<AppState>) -> Response {
     let version = env!("CARGO_PKG_VERSION");
-    match state.store.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            axum::Json(json!({ "status": "ok", "version": version, "database": "ok" })),
-        )
-            .into_response(),
+    let checked = async {
+        state.store.ping().await?;
+        state.store.archive_backlog().await
+    };
+    match checked.await {
+        Ok(backlog) => {
+            let behind = backlog
+                .oldest
+                .map(|t| (state.clock.now() - t).num_seconds().max(0))
+                .unwrap_or(0);
+            let archive_ok = behind <= archive::HEALTHY_BACKLOG_AGE.as_secs() as i64;
+            (
+                if archive_ok {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                },
+                axum::Json(json!({
+                    "status": if archive_ok { "ok" } else { "degraded" },
+                    "version": version,
+                    "database": "ok",
+                    "archive": if archive_ok { "ok".to_owned() } else { format!("{} webhooks wait for their archive copy, the oldest for {behind} s", backlog.rows) },
+                })),
+            )
+                .into_response()
+        }
         // The endpoint is public: the error text (paths, SQLite messages) goes to the log only.
         Err(e) => {
             tracing::error!(error = %e, "healthz: the database does not answer");
@@ -348,14 +390,43 @@ async fn metrics(State(state): State<AppState>) -> Response {
     )
     .histogram(
         "mt_webhook_duration_seconds",
-        "Time to store a webhook (parse, transaction, archive).",
+        "Time to store a webhook (parse, transaction; the archive copy comes later).",
         &m.latency,
+    )
+    .counter(
+        "mt_webhook_batches_total",
+        "Transactions of the group-commit writer (one WAL fsync each).",
+        m.batches.get(),
+    )
+    .counter(
+        "mt_webhook_batched_total",
+        "Webhooks written by those transactions (divided by the batches: the mean batch size).",
+        m.batched.get(),
     )
     .gauge(
         "mt_webhook_open_connections",
         "TCP connections open now (at most webhook.max_connections).",
         m.open_connections.get() as f64,
     );
+    match state.store.archive_backlog().await {
+        Ok(b) => {
+            let age = b
+                .oldest
+                .map(|t| (state.clock.now() - t).num_seconds().max(0) as f64)
+                .unwrap_or(0.0);
+            page.gauge(
+                "mt_webhook_archive_backlog",
+                "Stored webhooks whose archive copy is not written yet.",
+                b.rows as f64,
+            )
+            .gauge(
+                "mt_webhook_archive_backlog_age_seconds",
+                "Seconds the oldest of them has waited (0: none).",
+                age,
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "archive backlog unavailable"),
+    }
     match state.store.outbox_stats().await {
         Ok(o) => mt_notify::outbox_metrics(&mut page, &o),
         Err(e) => tracing::warn!(error = %e, "outbox stats unavailable"),
@@ -411,11 +482,17 @@ pub async fn run(
         drain: DRAIN,
     };
     let open = state.metrics().open_connections.clone();
+    let archiver = state.archive_writer();
     let app = router(state);
 
     let mut service = Service::new("mt-webhook-receiver", shutdown, STOP_BOUND);
     sender.supervise(&mut service);
     service.http("webhook listener", listener, app, limits, open);
+    service.spawn(
+        "archive writer",
+        Some(archive::PROGRESS_BOUND),
+        move |task| archiver.run(task),
+    );
     store.supervise_probe(&mut service);
     service.on_stop("close the database", async move { store.close().await });
     service.run(&format!("accepting webhooks on {addr}")).await

@@ -556,3 +556,60 @@ async fn the_database_clock_judges_expiry() {
     }
     assert_eq!(taken.map(|f| f.token), Some(2));
 }
+
+/// SPEC §6: the archive writer's progress is `archived_at`; the backlog is what it has left,
+/// oldest first; pruning never deletes a row whose archive copy is not written yet.
+#[tokio::test]
+async fn unarchived_webhooks_are_the_backlog_and_are_never_pruned() {
+    let db = TestDb::new();
+    let store = db.open().await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let WebhookInsert::Inserted(id) = store
+            .log_webhook_event(&webhook(
+                Some(&format!("a{n}")),
+                Some("ALERT_STATE_EVENT_START"),
+                &format!("{{\"n\":{n}}}"),
+                WebhookDedup::AlertAndState,
+            ))
+            .await
+            .unwrap()
+        else {
+            panic!("inserted");
+        };
+        ids.push(id);
+    }
+    let backlog = store.archive_backlog().await.unwrap();
+    assert_eq!(backlog.rows, 3);
+    assert_eq!(
+        backlog.oldest,
+        Some(Utc.with_ymd_and_hms(2026, 1, 19, 0, 15, 0).unwrap())
+    );
+    let pending = store.unarchived_webhooks(2).await.unwrap();
+    assert_eq!(pending.iter().map(|p| p.id).collect::<Vec<_>>(), ids[..2]);
+    assert_eq!(pending[0].payload.as_deref(), Some("{\"n\":0}"));
+
+    let now = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap();
+    let mut tx = store.begin().await.unwrap();
+    tx.mark_webhooks_archived(&ids[..2], now).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.archive_backlog().await.unwrap().rows, 1);
+
+    let options = mt_store::PruneOptions::default();
+    let pruned = store.prune(now, &options, |_| {}).await.unwrap();
+    assert_eq!(pruned.webhook_events, 2, "only the archived rows");
+    let left = store.webhook_events(10, None, None).await.unwrap();
+    assert_eq!(left.iter().map(|w| w.id).collect::<Vec<_>>(), vec![ids[2]]);
+
+    let mut tx = store.begin().await.unwrap();
+    tx.mark_webhooks_archived(&ids[2..], now).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store
+            .prune(now, &options, |_| {})
+            .await
+            .unwrap()
+            .webhook_events,
+        1
+    );
+}

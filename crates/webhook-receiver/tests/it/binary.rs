@@ -199,16 +199,29 @@ async fn every_acknowledged_webhook_survives_kill_9_and_none_is_duplicated() {
         acknowledged.len()
     );
 
-    // Restart on the same database and archive.
-    let receiver = Receiver::start(dir.path(), Some(SECRET)).unwrap();
+    // Every acknowledged webhook is in the database at once (read before any restart).
     let rows = db_rows(dir.path());
-    let files = archive(dir.path());
     for (n, id) in &acknowledged {
         let row = rows
             .iter()
             .find(|r| r.0 == *id)
             .unwrap_or_else(|| panic!("acknowledged webhook {n} (id {id}) lost"));
         assert_eq!(row.1, format!("attack-{n:04}"));
+    }
+
+    // Restart on the same database and archive: the archive writer catches up.
+    let receiver = Receiver::start(dir.path(), Some(SECRET)).unwrap();
+    let mut waited = Duration::ZERO;
+    while archive(dir.path()).len() < rows.len() {
+        assert!(
+            waited < Duration::from_secs(30),
+            "the archive did not catch up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        waited += Duration::from_millis(20);
+    }
+    let files = archive(dir.path());
+    for (n, id) in &acknowledged {
         let file = files
             .iter()
             .find(|f| f.0 == *id)
@@ -243,8 +256,17 @@ async fn every_acknowledged_webhook_survives_kill_9_and_none_is_duplicated() {
     }
     let rows = db_rows(dir.path());
     assert_eq!(rows.len(), 400);
-    assert_eq!(archive(dir.path()).len(), 400);
+    let mut waited = Duration::ZERO;
+    while archive(dir.path()).len() < 400 {
+        assert!(
+            waited < Duration::from_secs(30),
+            "the archive did not catch up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        waited += Duration::from_millis(20);
+    }
     stop(receiver);
+    assert_eq!(archive(dir.path()).len(), 400, "none written twice");
 }
 
 fn stop(mut receiver: Receiver) {
@@ -335,7 +357,8 @@ fn prune_options() -> mt_store::PruneOptions {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pruning_a_million_rows_while_webhooks_arrive_never_answers_503() {
     let dir = tempfile::tempdir().unwrap();
-    // The schema first, then 1,000,000 old webhooks and 200,000 old analytics rows.
+    // The schema first, then 1,000,000 old (long archived) webhooks and 200,000 old analytics
+    // rows.
     let config: mt_common::config::Config = mt_common::config::Config::from_toml_str(
         &config_text(dir.path(), ""),
         Path::new("t.toml"),
@@ -347,8 +370,9 @@ async fn pruning_a_million_rows_while_webhooks_arrive_never_answers_503() {
     let started = std::time::Instant::now();
     let fill = "BEGIN;
         WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n LIMIT 1000000)
-        INSERT INTO webhook_events (received_at, alert_id, event_state, payload, payload_sha256)
-        SELECT '2020-01-01 00:00:00', 'old-' || x, 'ALERT_STATE_EVENT_START', '{}', 'h' || x FROM n;
+        INSERT INTO webhook_events (received_at, alert_id, event_state, payload, payload_sha256, archived_at)
+        SELECT '2020-01-01 00:00:00', 'old-' || x, 'ALERT_STATE_EVENT_START', '{}', 'h' || x,
+               '2020-01-01 00:00:00' FROM n;
         WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n LIMIT 200000)
         INSERT INTO network_analytics_events (event_hash, event_datetime)
         SELECT 'old-' || x, '2020-01-01T00:00:00Z' FROM n;

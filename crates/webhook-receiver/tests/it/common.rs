@@ -114,7 +114,15 @@ impl TestApp {
         self.dir.path().join("webhooks")
     }
 
-    pub fn archived(&self) -> Vec<String> {
+    /// Runs the archive writer until the backlog is empty (the daemon runs it as a task), then
+    /// lists the archive.
+    pub async fn archived(&self) -> Vec<String> {
+        self.state.archive_pending().await.unwrap();
+        self.archive_files()
+    }
+
+    /// The archive's files, without running the writer.
+    pub fn archive_files(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(self.archive_dir())
             .unwrap()
             .filter_map(|e| e.ok())

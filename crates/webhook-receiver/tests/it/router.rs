@@ -208,11 +208,12 @@ async fn every_fixture_is_stored_classified_archived_and_notified_once() {
         assert_eq!(queued.len(), 1, "{file}: one message");
         assert_eq!(queued[0].kind, *kind, "{file}");
         assert_eq!(
-            app.archived(),
+            app.archived().await,
             vec![format!("webhook_20260119_001500_{id}.json")],
             "{file}"
         );
-        let archived = std::fs::read_to_string(app.archive_dir().join(&app.archived()[0])).unwrap();
+        let archived =
+            std::fs::read_to_string(app.archive_dir().join(&app.archived().await[0])).unwrap();
         assert_eq!(archived, body, "{file}: archive holds the raw body");
 
         // The same delivery again changes nothing and sends nothing.
@@ -232,7 +233,7 @@ async fn every_fixture_is_stored_classified_archived_and_notified_once() {
             1
         );
         assert_eq!(app.store.notifications(10).await.unwrap().len(), 1);
-        assert_eq!(app.archived().len(), 1);
+        assert_eq!(app.archived().await.len(), 1);
         assert_eq!(app.state.metrics().duplicate.get(), 1);
     }
 }
@@ -496,7 +497,7 @@ async fn rejections_are_clear_and_store_nothing() {
             .is_empty()
     );
     assert!(app.store.notifications(10).await.unwrap().is_empty());
-    assert!(app.archived().is_empty(), "nothing archived");
+    assert!(app.archived().await.is_empty(), "nothing archived");
     let m = app.state.metrics();
     assert_eq!(m.rejected.get("unauthorized"), 3);
     assert_eq!(m.rejected.get("too_large"), 2);
@@ -556,7 +557,7 @@ async fn a_locked_database_answers_503_and_keeps_nothing_so_the_retry_succeeds()
     let (status, response) = app.post(&body).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{response}");
     assert!(
-        app.archived().is_empty(),
+        app.archived().await.is_empty(),
         "no archive copy of an unacknowledged webhook"
     );
     assert_eq!(app.state.metrics().rejected.get("database"), 1);
@@ -567,7 +568,7 @@ async fn a_locked_database_answers_503_and_keeps_nothing_so_the_retry_succeeds()
         (status, response["status"].as_str()),
         (StatusCode::OK, Some("accepted"))
     );
-    assert_eq!(app.archived().len(), 1);
+    assert_eq!(app.archived().await.len(), 1);
 }
 
 #[tokio::test]
@@ -628,39 +629,150 @@ async fn healthz_and_metrics() {
     assert_eq!(health["database"], "error", "{health}");
 }
 
-#[tokio::test]
-async fn a_missing_archive_copy_is_rewritten_from_the_database() {
-    let app = TestApp::new().await;
-    let body = fixture("cloudflare/webhook_dos_attack_l4_start.json");
-    let (_, response) = app.post(&body).await;
-    let id = response["id"].as_i64().unwrap();
-    let name = format!("webhook_20260119_001500_{id}.json");
-    // As if the daemon died between the commit and the rename.
-    std::fs::remove_file(app.archive_dir().join(&name)).unwrap();
+/// Distinct START bodies for the archive tests.
+fn start_body(n: usize) -> String {
+    json!({"alert_type": "dos_attack_l4", "alert_event": "ALERT_STATE_EVENT_START",
+           "data": {"attack_id": format!("archive-{n:05}"), "target_ip": "203.0.113.1"}})
+    .to_string()
+}
 
-    // Cloudflare's retry is a duplicate, and repairs the archive before it is acknowledged.
-    let (_, response) = app.post(&body).await;
-    assert_eq!(response["status"], "duplicate");
+fn inode(path: &std::path::Path) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).unwrap())
+}
+
+/// SPEC §6: the archive copy is written from the database after the acknowledgement. A writer
+/// stopped mid-backlog (a crash, a restart) resumes from the rows not archived yet, writes each
+/// missing file once, and never rewrites one that exists (here: the files of the batches done
+/// before the stop, and one renamed just before a crash whose progress was never recorded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_archive_writer_catches_up_after_being_stopped_mid_backlog() {
+    let app = TestApp::new().await;
+    let total = 2_000;
+    for n in 0..total {
+        let (status, _) = app.post(&start_body(n)).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert!(
+        app.archive_files().is_empty(),
+        "acknowledged before any archive copy"
+    );
     assert_eq!(
-        std::fs::read_to_string(app.archive_dir().join(&name)).unwrap(),
-        body
+        app.store.archive_backlog().await.unwrap().rows,
+        total as i64
     );
 
-    // A restart repairs too, without any retry.
-    std::fs::remove_file(app.archive_dir().join(&name)).unwrap();
+    // Stop the writer as soon as its first batch is recorded.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writer = {
+        let (state, stop) = (app.state.clone(), stop.clone());
+        tokio::spawn(async move {
+            let task = mt_common::service::Task {
+                stop,
+                progress: mt_common::service::Progress::new(),
+            };
+            state.archive_writer().run(task).await
+        })
+    };
+    while app.store.archive_backlog().await.unwrap().rows == total as i64 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    stop.cancel();
+    writer.await.unwrap().unwrap();
+    let left = app.store.archive_backlog().await.unwrap().rows as usize;
+    let before: Vec<String> = app.archive_files();
+    assert!(left > 0 && left < total, "stopped mid-backlog: {left} left");
+    assert_eq!(before.len(), total - left, "a file for each recorded row");
+    let inodes: Vec<u64> = before
+        .iter()
+        .map(|f| inode(&app.archive_dir().join(f)))
+        .collect();
+
+    // A crash after a rename, before its batch was recorded: the file exists, its row is not
+    // archived. And a temporary file the crash left half-written.
+    let pending = app.store.unarchived_webhooks(1).await.unwrap().remove(0);
+    let renamed = format!("webhook_20260119_001500_{}.json", pending.id);
+    std::fs::write(
+        app.archive_dir().join(&renamed),
+        pending.payload.as_deref().unwrap(),
+    )
+    .unwrap();
+    let renamed_inode = inode(&app.archive_dir().join(&renamed));
+    std::fs::write(app.archive_dir().join(".incoming/4242-0.json"), b"{\"half").unwrap();
+
+    // Restart: a new receiver state on the same database and archive.
     let config = mt_common::config::Config::from_toml_str(
         &config_text(app.dir.path(), ""),
         std::path::Path::new("t.toml"),
         Vec::new(),
     )
     .unwrap();
-    let _restarted =
+    let restarted =
         webhook_receiver::AppState::new(config, app.store.clone(), app.clock.shared(), None)
             .await
             .unwrap();
+    assert!(
+        std::fs::read_dir(app.archive_dir().join(".incoming"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "the half-written temporary file is removed at start"
+    );
+    let written = restarted.archive_pending().await.unwrap();
+    assert_eq!(written as usize, left - 1, "each missing file written once");
+    assert_eq!(app.store.archive_backlog().await.unwrap().rows, 0);
+    let after = app.archive_files();
+    assert_eq!(after.len(), total, "exactly one file per stored webhook");
+    for (file, ino) in before.iter().zip(&inodes) {
+        assert_eq!(
+            inode(&app.archive_dir().join(file)),
+            *ino,
+            "{file} rewritten"
+        );
+    }
+    assert_eq!(inode(&app.archive_dir().join(&renamed)), renamed_inode);
+    for row in app.store.webhook_events(10_000, None, None).await.unwrap() {
+        let name = format!("webhook_20260119_001500_{}.json", row.id);
+        assert_eq!(
+            std::fs::read_to_string(app.archive_dir().join(&name)).unwrap(),
+            row.payload.unwrap(),
+            "{name} holds the raw body"
+        );
+    }
+}
+
+/// `/healthz` degrades while a webhook waits more than a minute for its archive copy, and
+/// `/metrics` shows the backlog.
+#[tokio::test]
+async fn a_stuck_archive_shows_in_healthz_and_metrics() {
+    let app = TestApp::new().await;
+    app.post(&start_body(1)).await;
+    let get = |uri: &'static str| Request::builder().uri(uri).body(Body::empty()).unwrap();
+    let (status, health) = app.send(get("/healthz")).await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    app.clock.advance(chrono::Duration::seconds(61));
+    let (status, health) = app.send(get("/healthz")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
+    assert_eq!(health["status"], "degraded");
     assert_eq!(
-        std::fs::read_to_string(app.archive_dir().join(&name)).unwrap(),
-        body
+        health["archive"],
+        "1 webhooks wait for their archive copy, the oldest for 61 s"
+    );
+    let (_, page) = app.send(get("/metrics")).await;
+    let page = page.as_str().unwrap().to_owned();
+    assert!(page.contains("mt_webhook_archive_backlog 1\n"), "{page}");
+    assert!(
+        page.contains("mt_webhook_archive_backlog_age_seconds 61\n"),
+        "{page}"
+    );
+
+    assert_eq!(app.archived().await.len(), 1);
+    let (status, health) = app.send(get("/healthz")).await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    let (_, page) = app.send(get("/metrics")).await;
+    assert!(
+        page.as_str()
+            .unwrap()
+            .contains("mt_webhook_archive_backlog 0\n")
     );
 }
 
@@ -696,7 +808,7 @@ async fn a_concurrent_burst_is_stored_once_each_in_batches() {
         150
     );
     assert_eq!(app.store.notifications(1000).await.unwrap().len(), 150);
-    assert_eq!(app.archived().len(), 150);
+    assert_eq!(app.archived().await.len(), 150);
     assert_eq!(app.state.metrics().duplicate.get(), 50);
 }
 
