@@ -15,7 +15,8 @@
 //!   `store_batch`, no HTTP), in transactions of the batch size the receiver used at 16
 //!   connections (its writer does not linger: a batch is what waits), same durability.
 //!
-//! The load generator (reqwest) shares the 2 cores with the receiver.
+//! The load generator (reqwest) shares the 2 cores with the receiver. `BENCH_RECEIVER_BIN=path`
+//! runs the same load against another build of the receiver (the "before" of BENCHMARKS.md).
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark aborts on any failure
 
 use std::io::{BufRead, BufReader};
@@ -225,7 +226,10 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(&config, config_text(dir.path(), "mt.db")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mt-webhook-receiver"))
+    // `BENCH_RECEIVER_BIN`: another build of the receiver (an older commit) on the same load.
+    let binary = std::env::var_os("BENCH_RECEIVER_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_mt-webhook-receiver").into());
+    let mut child = Command::new(binary)
         .arg("--config")
         .arg(&config)
         .env("RUST_LOG", "warn,webhook_receiver=info,mt_common=info")
@@ -249,18 +253,22 @@ async fn main() {
     let c64 = closed_loop(addr, 64, Duration::from_secs(8), &next).await;
     let f500 = fixed_rate(addr, 500, 10, &next).await;
     let f2000 = fixed_rate(addr, 2_000, 10, &next).await;
-    let batch = c16.mean_batch.round() as usize;
-    let ceiling16 = ceiling(dir.path(), 20_000, batch, "ceiling16.db").await;
-    let mut sweep = Vec::new();
-    for b in [1, 16, 64] {
-        sweep.push((b, ceiling(dir.path(), 10_000, b, &format!("sweep{b}.db")).await));
-    }
-
+    // The receiver stops first, so its archive writer's disk writes do not disturb the
+    // ceiling.
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
+    let batch = c16.mean_batch.round() as usize;
+    let ceiling16 = ceiling(dir.path(), 20_000, batch, "ceiling16.db").await;
+    let mut sweep = Vec::new();
+    for b in [1, 16, 64] {
+        sweep.push((
+            b,
+            ceiling(dir.path(), 10_000, b, &format!("sweep{b}.db")).await,
+        ));
+    }
 
     println!("| measurement | result |");
     println!("|---|---|");

@@ -10,7 +10,10 @@
 //!   before the progress was recorded): no file is ever written twice;
 //! - one directory fsync per batch makes the renames durable, then one transaction records the
 //!   batch's `archived_at` (the progress; after a crash the writer resumes from the NULL rows);
-//! - it wakes when the ingest writer commits, and at least every second.
+//! - it wakes when the ingest writer commits, and at least every second; while the ingest
+//!   writer is busy (a commit within [`QUIET`]) and the oldest waiting copy is younger than
+//!   [`MAX_LAG`], it lets ingestion go first, since its fsyncs compete with the database's on
+//!   the same disk ([`next_step`]).
 //!
 //! `/metrics` shows the backlog (rows, age of the oldest) and `/healthz` degrades when the
 //! oldest unarchived webhook is older than [`HEALTHY_BACKLOG_AGE`].
@@ -19,7 +22,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use mt_common::SharedClock;
@@ -33,6 +36,9 @@ pub const HEALTHY_BACKLOG_AGE: Duration = Duration::from_secs(60);
 
 /// Rows archived per batch (one directory fsync and one transaction each).
 pub const BATCH: u32 = 256;
+
+/// Rows per batch while the ingest writer is busy.
+pub const BUSY_BATCH: usize = 16;
 
 /// The writer looks at the backlog at least this often, even without a wake-up.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
@@ -88,28 +94,20 @@ impl Archive {
         format!("webhook_{}_{id}.json", at.format("%Y%m%d_%H%M%S"))
     }
 
-    /// Writes `body` under `name` unless that file exists: to `.incoming/`, fsync'd, then
-    /// renamed (blocking). Returns whether it wrote.
-    fn write_if_missing(&self, name: &str, body: &[u8]) -> std::io::Result<bool> {
-        let target = self.dir.join(name);
-        if target.try_exists()? {
-            return Ok(false);
+    /// Writes one batch of rows (blocking) and returns how many files it wrote:
+    /// 1. every body whose final name does not exist yet is written to `.incoming/` (a final
+    ///    name that exists was renamed before a crash: it is complete and not written again);
+    /// 2. each is fsync'd (the first fsync flushes most of the batch; the others find little
+    ///    left to write), so a rename never exposes an incomplete body;
+    /// 3. each is renamed to its final name, and one directory fsync makes the renames durable.
+    fn write_batch(&self, rows: &[Unarchived]) -> std::io::Result<usize> {
+        let mut staged = Vec::with_capacity(rows.len());
+        let result = self.stage_and_place(rows, &mut staged);
+        for (temp, _) in &staged {
+            // Left only when a step failed: never a final file.
+            let _ = std::fs::remove_file(temp);
         }
-        let temp = self.incoming.join(format!(
-            "{}-{}.json",
-            std::process::id(),
-            self.seq.fetch_add(1, Ordering::Relaxed)
-        ));
-        let written = (|| {
-            let mut f = std::fs::File::create(&temp)?;
-            f.write_all(body)?;
-            f.sync_all()?;
-            std::fs::rename(&temp, &target)
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&temp);
-        }
-        written.map(|()| true)
+        result
     }
 
     /// Makes the renames durable (blocking).
@@ -117,10 +115,12 @@ impl Archive {
         std::fs::File::open(&self.dir)?.sync_all()
     }
 
-    /// Writes one batch of rows (blocking): each file once, then one directory fsync. Returns
-    /// how many files were written.
-    fn write_batch(&self, rows: &[Unarchived]) -> std::io::Result<usize> {
-        let mut written = 0;
+    fn stage_and_place(
+        &self,
+        rows: &[Unarchived],
+        staged: &mut Vec<(PathBuf, PathBuf)>,
+    ) -> std::io::Result<usize> {
+        let mut files = Vec::with_capacity(rows.len());
         for row in rows {
             let Some(payload) = row.payload.as_deref() else {
                 tracing::warn!(
@@ -139,8 +139,29 @@ impl Archive {
                 Some(at) => Self::file_name(at, row.id),
                 None => format!("webhook_{}.json", row.id),
             };
-            if self.write_if_missing(&name, payload.as_bytes())? {
-                written += 1;
+            let target = self.dir.join(name);
+            if target.try_exists()? {
+                continue;
+            }
+            let temp = self.incoming.join(format!(
+                "{}-{}.json",
+                std::process::id(),
+                self.seq.fetch_add(1, Ordering::Relaxed)
+            ));
+            let mut f = std::fs::File::create(&temp)?;
+            staged.push((temp, target));
+            f.write_all(payload.as_bytes())?;
+            files.push(f);
+        }
+        for f in &files {
+            f.sync_all()?;
+        }
+        drop(files);
+        let written = staged.len();
+        while let Some((temp, target)) = staged.pop() {
+            if let Err(e) = std::fs::rename(&temp, &target) {
+                staged.push((temp, target));
+                return Err(e);
             }
         }
         self.sync_dir()?;
@@ -155,6 +176,37 @@ pub struct ArchiveWriter {
     archive: Arc<Archive>,
     clock: SharedClock,
     wake: Arc<Notify>,
+    /// Milliseconds after `origin` of the last commit of the ingest writer.
+    last_commit: Arc<AtomicU64>,
+    origin: Instant,
+}
+
+/// What the writer does next, as a pure function of what it sees (see [`ArchiveWriter::run`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing to archive: wait for a commit (or [`IDLE_CHECK`]).
+    Idle,
+    /// Ingestion is busy and the oldest waiting copy is younger than [`MAX_LAG`]: wait
+    /// [`QUIET`] so the archive's fsyncs do not slow the acknowledgements.
+    Defer,
+    /// Write a batch now.
+    Write,
+}
+
+/// The archive lets ingestion go first for at most this long behind the newest commit...
+pub const MAX_LAG: Duration = Duration::from_secs(5);
+
+/// ...while the ingest writer committed within this time.
+pub const QUIET: Duration = Duration::from_millis(50);
+
+/// The writer's next step: `oldest_lag` is how long the oldest unarchived webhook has waited
+/// (`None`: none waits), `since_commit` the time since the ingest writer's last commit.
+pub fn next_step(oldest_lag: Option<Duration>, since_commit: Duration) -> Step {
+    match oldest_lag {
+        None => Step::Idle,
+        Some(lag) if lag < MAX_LAG && since_commit < QUIET => Step::Defer,
+        Some(_) => Step::Write,
+    }
 }
 
 impl ArchiveWriter {
@@ -165,16 +217,39 @@ impl ArchiveWriter {
             archive,
             clock,
             wake: Arc::new(Notify::new()),
+            last_commit: Arc::new(AtomicU64::new(0)),
+            origin: Instant::now(),
         }
     }
 
     /// Tells the writer new rows are committed.
     pub fn wake(&self) {
+        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_commit.store(ms, Ordering::Relaxed);
         self.wake.notify_one();
     }
 
-    /// Archives batches until the backlog is empty or `stop` is cancelled; returns how many
-    /// files were written. A failure leaves the failed batch unarchived (retried later).
+    fn since_commit(&self) -> Duration {
+        self.origin.elapsed().saturating_sub(Duration::from_millis(
+            self.last_commit.load(Ordering::Relaxed),
+        ))
+    }
+
+    /// Writes one batch of rows and records it; returns how many files were written.
+    async fn archive(&self, rows: Vec<Unarchived>) -> anyhow::Result<usize> {
+        let archive = self.archive.clone();
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let files = tokio::task::spawn_blocking(move || archive.write_batch(&rows))
+            .await
+            .map_err(|e| anyhow::anyhow!("the archive task failed: {e}"))??;
+        let mut tx = self.store.begin().await?;
+        tx.mark_webhooks_archived(&ids, self.clock.now()).await?;
+        tx.commit().await?;
+        Ok(files)
+    }
+
+    /// Archives batches until the backlog is empty or `stop` is cancelled, without deferring;
+    /// returns how many files were written. A failure leaves the failed batch unarchived.
     pub async fn drain(
         &self,
         stop: &CancellationToken,
@@ -186,47 +261,74 @@ impl ArchiveWriter {
             if rows.is_empty() {
                 break;
             }
-            let archive = self.archive.clone();
-            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-            let files = tokio::task::spawn_blocking(move || archive.write_batch(&rows))
-                .await
-                .map_err(|e| anyhow::anyhow!("the archive task failed: {e}"))??;
-            let mut tx = self.store.begin().await?;
-            tx.mark_webhooks_archived(&ids, self.clock.now()).await?;
-            tx.commit().await?;
-            written += files as u64;
+            written += self.archive(rows).await? as u64;
             progress.beat();
         }
         Ok(written)
     }
 
-    /// The supervised task: drains the backlog whenever woken (and every second), retrying a
-    /// failed batch after a capped backoff, until `task.stop`.
+    /// One look at the backlog: what [`next_step`] says, and the batch written if any.
+    async fn turn(&self) -> anyhow::Result<Step> {
+        let rows = self.store.unarchived_webhooks(BATCH).await?;
+        let lag = rows.first().map(|r| {
+            r.received_at
+                .as_deref()
+                .and_then(mt_common::timefmt::from_db)
+                .and_then(|at| (self.clock.now() - at).to_std().ok())
+                .unwrap_or(MAX_LAG)
+        });
+        let since_commit = self.since_commit();
+        let step = next_step(lag, since_commit);
+        if step == Step::Write {
+            let mut rows = rows;
+            if since_commit < QUIET {
+                // Catching up while webhooks arrive: small batches, so the database's commits
+                // never queue behind one long burst of archive fsyncs.
+                rows.truncate(BUSY_BATCH);
+            }
+            self.archive(rows).await?;
+        }
+        Ok(step)
+    }
+
+    /// The supervised task, until `task.stop`: writes batches, letting the ingest writer go
+    /// first while it is busy and the archive is less than [`MAX_LAG`] behind (the archive's
+    /// fsyncs compete with the database's on the same disk); waits for a commit when there is
+    /// nothing to do; retries a failed batch after a capped backoff.
     pub async fn run(self, task: Task) -> anyhow::Result<()> {
         let mut failures = 0u32;
         loop {
             task.progress.beat();
-            let retry = tokio::select! {
-                drained = self.drain(&task.stop, &task.progress) => match drained {
-                    Ok(_) => {
-                        failures = 0;
-                        None
-                    }
-                    Err(e) => {
-                        failures = failures.saturating_add(1);
-                        let delay = RETRY.delay(failures, mt_common::service::jitter_unit());
-                        tracing::warn!(error = %format!("{e:#}"), failures, retry_in_secs = delay.as_secs(), "archive copies not written; the webhooks are safe in the database");
-                        Some(delay)
-                    }
-                },
+            let turn = tokio::select! {
+                turn = self.turn() => turn,
                 () = mt_common::shutdown::grace_elapsed(&task.stop, mt_common::shutdown::GRACE) => {
                     // Safe: the unfinished batch is still unarchived and written after the
                     // restart (a file already renamed is not written again).
                     return Ok(());
                 }
             };
-            match retry {
-                // After a failure, new commits do not cut the backoff short.
+            let pause = match turn {
+                Ok(Step::Write) => {
+                    failures = 0;
+                    if task.stop.is_cancelled() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Ok(Step::Defer) => Some(QUIET),
+                Ok(Step::Idle) => {
+                    failures = 0;
+                    None
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let delay = RETRY.delay(failures, mt_common::service::jitter_unit());
+                    tracing::warn!(error = %format!("{e:#}"), failures, retry_in_secs = delay.as_secs(), "archive copies not written; the webhooks are safe in the database");
+                    // After a failure, new commits do not cut the backoff short.
+                    Some(delay)
+                }
+            };
+            match pause {
                 Some(delay) => tokio::select! {
                     () = task.stop.cancelled() => return Ok(()),
                     () = tokio::time::sleep(delay) => {}
@@ -236,6 +338,32 @@ impl ArchiveWriter {
                     () = self.wake.notified() => {}
                     () = tokio::time::sleep(IDLE_CHECK) => {}
                 },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The archive never waits past MAX_LAG, never writes an empty backlog, and yields to
+        /// ingestion only while it is busy.
+        #[test]
+        fn the_archive_yields_only_while_busy_and_never_past_the_lag_bound(
+            lag_ms in proptest::option::of(0u64..20_000),
+            since_commit_ms in 0u64..1_000,
+        ) {
+            let lag = lag_ms.map(Duration::from_millis);
+            let since_commit = Duration::from_millis(since_commit_ms);
+            let step = next_step(lag, since_commit);
+            match lag {
+                None => prop_assert_eq!(step, Step::Idle),
+                Some(l) if l >= MAX_LAG => prop_assert_eq!(step, Step::Write),
+                Some(_) if since_commit >= QUIET => prop_assert_eq!(step, Step::Write),
+                Some(_) => prop_assert_eq!(step, Step::Defer),
             }
         }
     }
