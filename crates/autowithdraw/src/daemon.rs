@@ -215,11 +215,18 @@ async fn metrics_page(State(http): State<Http>) -> Response {
         .map(|t| (now - t).num_seconds() as f64)
         .unwrap_or(-1.0);
     let passive = *m.passive.lock().unwrap_or_else(PoisonError::into_inner);
-    let (mut advertised, mut calm) = (Vec::new(), Vec::new());
+    let (mut advertised, mut advertised_for, mut calm) = (Vec::new(), Vec::new(), Vec::new());
     for p in &http.engine.config.prefixes {
         let cidr = p.cidr.to_string();
         if let Ok(Some(s)) = http.engine.store.prefix_state(&cidr).await {
             advertised.push((cidr.clone(), if s.advertised { 1.0 } else { 0.0 }));
+            advertised_for.push((
+                cidr.clone(),
+                s.advertised_modified_at
+                    .filter(|_| s.advertised)
+                    .map(|t| (now - t).num_seconds().max(0) as f64)
+                    .unwrap_or(0.0),
+            ));
             calm.push((
                 cidr,
                 s.calm_since
@@ -240,7 +247,8 @@ async fn metrics_page(State(http): State<Http>) -> Response {
         _ => -1.0,
     };
     let mut page = Exposition::new();
-    page.gauge(
+    page.build_info("mt-autowithdraw", mt_common::build_info!())
+        .gauge(
         "mt_autowithdraw_judged_until_age_seconds",
         "Seconds between now and the end of the analytics judged so far (includes analytics_delay; -1: none yet).",
         judged_age,
@@ -295,6 +303,17 @@ async fn metrics_page(State(http): State<Http>) -> Response {
         "1 when Cloudflare advertises the prefix.",
         "prefix",
         &advertised,
+    )
+    .gauge_vec(
+        "mt_autowithdraw_prefix_advertised_seconds",
+        "Seconds since Cloudflare began advertising the prefix (0 while withdrawn); compare with mt_autowithdraw_advertised_reminder_seconds.",
+        "prefix",
+        &advertised_for,
+    )
+    .gauge(
+        "mt_autowithdraw_advertised_reminder_seconds",
+        "The configured advertised_reminder: a prefix advertised longer than this gets a Telegram reminder.",
+        http.engine.config.autowithdraw.advertised_reminder.as_secs_f64(),
     )
     .gauge_vec(
         "mt_autowithdraw_prefix_calm_seconds",

@@ -27,6 +27,7 @@ use axum::http::header::{self, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use mt_common::metrics::Exposition;
 use mt_common::service::Service;
 use tokio_util::sync::CancellationToken;
 
@@ -81,6 +82,34 @@ async fn healthz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// `/metrics` (no login, like `/healthz`; the proxy examples in `ops/` keep it off the
+/// Internet): logins, actions, the outbox, and which build answers.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let m = &state.metrics;
+    let mut page = Exposition::new();
+    page.build_info("mt-dashboard", mt_common::build_info!())
+        .counter_vec(
+            "mt_dashboard_logins_total",
+            "Login attempts by outcome (ok, failed, locked: refused after too many failures).",
+            "outcome",
+            &m.logins,
+        )
+        .counter_vec(
+            "mt_dashboard_actions_total",
+            "Operator actions (withdraw, advertise, pin, pause, …) by outcome (ok, failed, denied).",
+            "outcome",
+            &m.actions,
+        );
+    if let Ok(o) = state.store.outbox_stats().await {
+        mt_notify::outbox_metrics(&mut page, &o);
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        page.finish(),
+    )
+        .into_response()
+}
+
 fn static_file(content_type: &'static str, body: &'static str) -> Response {
     (
         [
@@ -131,6 +160,7 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .fallback(pages::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use mt_common::clock::SharedClock;
 use mt_common::config::Config;
+use mt_common::metrics::CounterVec;
 use mt_store::Store;
 
 use crate::api;
@@ -28,6 +29,17 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// The one Cloudflare client of the process (not rebuilt per click).
     pub cloudflare: mt_control::Cloudflare,
+    /// What `/metrics` counts.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The dashboard's counters (`/metrics`).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Login attempts by outcome: `ok`, `failed`, `locked`.
+    pub logins: CounterVec,
+    /// Actions (withdraw, advertise, pin, …) by outcome: `ok`, `failed`, `denied`.
+    pub actions: CounterVec,
 }
 
 impl AppState {
@@ -48,6 +60,7 @@ impl AppState {
             store,
             clock,
             auth: Arc::new(auth),
+            metrics: Arc::default(),
         }
     }
 }

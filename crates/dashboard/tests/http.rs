@@ -336,6 +336,30 @@ async fn login_sets_a_strict_cookie_and_refuses_forgery_wrong_passwords_and_gues
     }
     assert_eq!(counts, (2, 2), "{audit:?}");
     assert!(!audit.iter().any(|a| a.0 == "mallory"));
+
+    // /metrics (no login, like /healthz) counts the logins by outcome and names the build.
+    let metrics = env.get("/metrics", None).await;
+    assert_eq!(metrics.status(), StatusCode::OK);
+    let page = metrics.text().await.unwrap();
+    for line in [
+        "mt_dashboard_logins_total{outcome=\"ok\"} 2\n",
+        "mt_dashboard_logins_total{outcome=\"failed\"} 3\n",
+        "mt_dashboard_logins_total{outcome=\"locked\"} 1\n",
+        "mt_notifications_queued ",
+    ] {
+        assert!(page.contains(line), "{line} missing:\n{page}");
+    }
+    let build = page
+        .lines()
+        .find(|l| l.starts_with("mt_build_info{"))
+        .unwrap_or_else(|| panic!("no mt_build_info:\n{page}"));
+    assert!(
+        build.starts_with(&format!(
+            "mt_build_info{{daemon=\"mt-dashboard\",version=\"{}\",commit=\"",
+            env!("CARGO_PKG_VERSION")
+        )) && build.ends_with("\"} 1"),
+        "{build}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

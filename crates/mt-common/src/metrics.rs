@@ -106,6 +106,27 @@ impl Histogram {
     }
 }
 
+/// What `mt_build_info` says of a binary: its version and the commit it was built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildInfo {
+    /// The workspace version (`CARGO_PKG_VERSION`).
+    pub version: &'static str,
+    /// The git commit (12 hex digits), or `unknown` for a build without `.git`.
+    pub commit: &'static str,
+}
+
+/// The calling daemon crate's [`BuildInfo`]. The commit comes from its build script
+/// (`build = "../mt-common/build_commit.rs"`), so only daemon crates can expand this.
+#[macro_export]
+macro_rules! build_info {
+    () => {
+        $crate::metrics::BuildInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            commit: env!("MAGIC_TRANSIT_BUILD_COMMIT"),
+        }
+    };
+}
+
 /// Writes Prometheus text: `# HELP`, `# TYPE` and samples.
 #[derive(Debug, Default)]
 pub struct Exposition {
@@ -120,6 +141,23 @@ impl Exposition {
 
     fn header(&mut self, name: &str, help: &str, kind: &str) {
         let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    /// `mt_build_info{daemon, version, commit} 1`: which build answers this scrape.
+    pub fn build_info(&mut self, daemon: &str, info: BuildInfo) -> &mut Self {
+        self.header(
+            "mt_build_info",
+            "Always 1; the labels say which daemon, version and git commit answer this scrape.",
+            "gauge",
+        );
+        let _ = writeln!(
+            self.out,
+            "mt_build_info{{daemon=\"{}\",version=\"{}\",commit=\"{}\"}} 1",
+            escape_label(daemon),
+            escape_label(info.version),
+            escape_label(info.commit)
+        );
+        self
     }
 
     /// A counter.

@@ -371,43 +371,44 @@ async fn healthz(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     let m = &state.metrics;
     let mut page = Exposition::new();
-    page.counter_vec(
-        "mt_webhooks_accepted_total",
-        "Webhooks stored, by alert type.",
-        "alert_type",
-        &m.accepted,
-    )
-    .counter(
-        "mt_webhooks_duplicate_total",
-        "Duplicate deliveries answered without side effects.",
-        m.duplicate.get(),
-    )
-    .counter_vec(
-        "mt_webhooks_rejected_total",
-        "Requests refused or not stored, by reason.",
-        "reason",
-        &m.rejected,
-    )
-    .histogram(
-        "mt_webhook_duration_seconds",
-        "Time to store a webhook (parse, transaction; the archive copy comes later).",
-        &m.latency,
-    )
-    .counter(
-        "mt_webhook_batches_total",
-        "Transactions of the group-commit writer (one WAL fsync each).",
-        m.batches.get(),
-    )
-    .counter(
-        "mt_webhook_batched_total",
-        "Webhooks written by those transactions (divided by the batches: the mean batch size).",
-        m.batched.get(),
-    )
-    .gauge(
-        "mt_webhook_open_connections",
-        "TCP connections open now (at most webhook.max_connections).",
-        m.open_connections.get() as f64,
-    );
+    page.build_info("mt-webhook-receiver", mt_common::build_info!())
+        .counter_vec(
+            "mt_webhooks_accepted_total",
+            "Webhooks stored, by alert type.",
+            "alert_type",
+            &m.accepted,
+        )
+        .counter(
+            "mt_webhooks_duplicate_total",
+            "Duplicate deliveries answered without side effects.",
+            m.duplicate.get(),
+        )
+        .counter_vec(
+            "mt_webhooks_rejected_total",
+            "Requests refused or not stored, by reason.",
+            "reason",
+            &m.rejected,
+        )
+        .histogram(
+            "mt_webhook_duration_seconds",
+            "Time to store a webhook (parse, transaction; the archive copy comes later).",
+            &m.latency,
+        )
+        .counter(
+            "mt_webhook_batches_total",
+            "Transactions of the group-commit writer (one WAL fsync each).",
+            m.batches.get(),
+        )
+        .counter(
+            "mt_webhook_batched_total",
+            "Webhooks written by those transactions (divided by the batches: the mean batch size).",
+            m.batched.get(),
+        )
+        .gauge(
+            "mt_webhook_open_connections",
+            "TCP connections open now (at most webhook.max_connections).",
+            m.open_connections.get() as f64,
+        );
     match state.store.archive_backlog().await {
         Ok(b) => {
             let age = b

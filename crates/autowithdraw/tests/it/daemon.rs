@@ -47,6 +47,18 @@ async fn the_daemon_cycles_and_reports() {
         "{page}"
     );
     assert!(page.contains("mt_autowithdraw_passive 0"), "{page}");
+    // Advertised by Cloudflare 30 min ago; reminders after the default 6 h (the alert rule
+    // in ops/prometheus compares the two).
+    assert!(
+        page.contains(
+            "mt_autowithdraw_prefix_advertised_seconds{prefix=\"203.0.113.0/24\"} 1800\n"
+        ) && page.contains("mt_autowithdraw_advertised_reminder_seconds 21600\n"),
+        "{page}"
+    );
+    assert!(
+        page.contains("mt_build_info{daemon=\"mt-autowithdraw\""),
+        "{page}"
+    );
     assert!(
         page.contains("mt_autowithdraw_lease_acquired_total 1")
             && page.contains("mt_autowithdraw_lease_lost_total 0"),

@@ -161,6 +161,7 @@ pub async fn action(
             &form.prefix,
             "missing, wrong or cross-site CSRF token",
         );
+        state.metrics.actions.inc("denied");
         return csrf_rejected(&state, &authed);
     }
     if !authed.session.is_operator() {
@@ -171,6 +172,7 @@ pub async fn action(
             &form.prefix,
             "viewers may not act",
         );
+        state.metrics.actions.inc("denied");
         return operators_only(&state, &authed);
     }
     if !matches!(
@@ -194,6 +196,10 @@ pub async fn action(
             text: format!("the action failed unexpectedly: {e}"),
         },
     };
+    state
+        .metrics
+        .actions
+        .inc(if flash.ok { "ok" } else { "failed" });
     state.auth.set_flash(&authed.token, flash);
     Redirect::to("/").into_response()
 }

@@ -92,6 +92,7 @@ pub async fn login(
     match state.auth.login(&name, &form.password, &client, now).await {
         Ok((token, session)) => {
             tracing::info!(user = ?session.user, %client, "login");
+            state.metrics.logins.inc("ok");
             audit_login(&state, &session.user, "login", "ok", &client).await;
             let mut response = Redirect::to("/").into_response();
             for c in [
@@ -106,6 +107,7 @@ pub async fn login(
         }
         Err(LoginRefused::Locked(secs)) => {
             tracing::warn!(user = %logged_user(&state, &name), %client, "login refused: too many failures");
+            state.metrics.logins.inc("locked");
             let mut response = login_page(
                 &state,
                 StatusCode::TOO_MANY_REQUESTS,
@@ -122,6 +124,7 @@ pub async fn login(
         }
         Err(LoginRefused::Denied) => {
             tracing::warn!(user = %logged_user(&state, &name), %client, "login failed");
+            state.metrics.logins.inc("failed");
             if state.auth.is_user(&name) {
                 // Not awaited: the answer must not take longer for a real user name.
                 let (state, name, client) = (state.clone(), name.clone(), client.clone());
