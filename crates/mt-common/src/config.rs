@@ -317,6 +317,10 @@ pub struct NetworkAnalyticsConfig {
     pub geoip_asn_db: String,
     /// MaxMind-format country database; empty: no enrichment.
     pub geoip_country_db: String,
+    /// How often the GeoIP files are checked for a new version (`geoipupdate` replaces them);
+    /// SIGHUP reloads them at once.
+    #[serde(with = "humantime_serde")]
+    pub geoip_check_interval: Duration,
     /// `/metrics` and `/healthz`.
     pub metrics_listen: SocketAddr,
 }
@@ -328,6 +332,7 @@ impl Default for NetworkAnalyticsConfig {
             lookback: Duration::from_secs(15 * 60),
             geoip_asn_db: String::new(),
             geoip_country_db: String::new(),
+            geoip_check_interval: Duration::from_secs(60),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9103)),
         }
     }
@@ -675,6 +680,10 @@ impl Config {
     fn validate_network_analytics(&self) -> Result<(), ConfigError> {
         let n = &self.network_analytics;
         positive("network_analytics.interval", n.interval)?;
+        positive(
+            "network_analytics.geoip_check_interval",
+            n.geoip_check_interval,
+        )?;
         if n.lookback < n.interval {
             return Err(ConfigError::invalid(
                 "network_analytics.lookback",

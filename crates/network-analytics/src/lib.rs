@@ -51,6 +51,8 @@ pub struct Metrics {
     pub incomplete: Counter,
     /// Catch-ups that reached past the data's history.
     pub gap_exceeded: Counter,
+    /// GeoIP files reloaded and refused while running.
+    pub geoip: std::sync::Arc<geoip::ReloadCounters>,
     last_success: Mutex<Option<DateTime<Utc>>>,
     autowithdraw_stale: Mutex<bool>,
 }
@@ -169,6 +171,16 @@ pub async fn run(
             }
         }),
     );
+    // SIGHUP reloads the GeoIP files (`systemctl reload`); without a handler it would kill
+    // the daemon, so it is installed even when no database is configured.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| tracing::warn!(error = %e, "cannot handle SIGHUP; GeoIP files are still checked periodically"))
+        .ok();
+    let (geoip, counters) = (poller.geoip.clone(), poller.metrics.geoip.clone());
+    let check = config.network_analytics.geoip_check_interval;
+    service.spawn("geoip reload", None, move |task| {
+        geoip::keep_fresh(geoip, check, hangup, task.stop, counters)
+    });
     let store = poller.store.clone();
     service.on_stop("close the database", async move { store.close().await });
     service
@@ -230,7 +242,8 @@ async fn metrics(State(http): State<Http>) -> Response {
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
     let mut page = Exposition::new();
-    page.gauge_vec(
+    page.build_info("mt-network-analytics", mt_common::build_info!())
+        .gauge_vec(
         "mt_analytics_dataset_usable",
         "1 when the analytics dataset's settings allow the events query, 0 when not (disabled, fields missing: nothing is fetched), -1 before the first reading.",
         "dataset",
@@ -273,6 +286,16 @@ async fn metrics(State(http): State<Http>) -> Response {
         "mt_analytics_gap_exceeded_total",
         "Catch-ups that reached past the data's history.",
         m.gap_exceeded.get(),
+    )
+    .counter(
+        "mt_analytics_geoip_reloads_total",
+        "GeoIP database files loaded anew while running (changed on disk, or SIGHUP).",
+        m.geoip.reloads.get(),
+    )
+    .counter(
+        "mt_analytics_geoip_refused_total",
+        "New GeoIP file versions refused (unreadable, corrupt, missing); the previous data stayed in use.",
+        m.geoip.refused.get(),
     )
     .gauge(
         "mt_analytics_last_success_age_seconds",

@@ -168,3 +168,102 @@ fn binary_config(h: &Harness) -> std::path::PathBuf {
     std::fs::write(&config, text).unwrap();
     config
 }
+
+/// GeoIP files replaced while the real binary runs: a new file is noticed on its own (every
+/// `geoip_check_interval`), a corrupt one is refused with the reason and the old data kept, and
+/// SIGHUP (`systemctl reload`) forces a reload without stopping the daemon.
+#[test]
+fn the_binary_reloads_geoip_files_when_they_change_and_on_sighup() {
+    use std::process::{Command, Stdio};
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let h = rt.block_on(Harness::new(vec![]));
+    let asn_path = h.dir.path().join("GeoLite2-ASN.mmdb");
+    std::fs::copy(fixture("geoip/GeoLite2-Country-Test.mmdb"), &asn_path).unwrap();
+    let config = binary_config(&h);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "geoip_asn_db = \"{}\"\ngeoip_check_interval = \"200ms\"\n",
+        asn_path.display()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let log_path = h.dir.path().join("analytics.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mt-network-analytics"))
+        .arg("--config")
+        .arg(&config)
+        .env("MT_CLOUDFLARE_API_TOKEN", "cf-sim-token")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let wait_for = |what: &str, times: usize| {
+        for _ in 0..2000 {
+            if log().matches(what).count() >= times {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("{what:?} ×{times} not logged:\n{}", log());
+    };
+    wait_for("listening", 1);
+    let replace = |bytes: &[u8]| {
+        let tmp = asn_path.with_extension("tmp");
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, &asn_path).unwrap();
+    };
+    let asn = std::fs::read(fixture("geoip/GeoLite2-ASN-Test.mmdb")).unwrap();
+    replace(&asn);
+    wait_for("GeoIP database reloaded", 1);
+    replace(&asn[..asn.len() / 2]);
+    wait_for(
+        "GeoIP database not reloaded; the previous data stays in use",
+        1,
+    );
+    let refused = log()
+        .lines()
+        .find(|l| l.contains("not reloaded"))
+        .unwrap()
+        .to_owned();
+    assert!(
+        refused.contains("network_analytics.geoip_asn_db")
+            && refused.contains(asn_path.to_str().unwrap()),
+        "{refused}"
+    );
+    // Unchanged since: not tried again. SIGHUP tries again (and does not stop the daemon).
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(log().matches("not reloaded").count(), 1, "{}", log());
+    let pid = child.id().to_string();
+    let kill = |signal: &str| Command::new("kill").args([signal, &pid]).status().unwrap();
+    assert!(kill("-HUP").success());
+    wait_for("reloading the GeoIP databases", 1);
+    wait_for("not reloaded", 2);
+    assert!(child.try_wait().unwrap().is_none(), "SIGHUP stopped it");
+
+    let addr = log()
+        .lines()
+        .find_map(|l| {
+            l.split("addr=")
+                .nth(1)
+                .map(|a| a.split_whitespace().next().unwrap().to_owned())
+        })
+        .expect("the listening address is logged");
+    let page = rt.block_on(async {
+        reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert!(
+        page.contains("mt_analytics_geoip_reloads_total 1\n"),
+        "{page}"
+    );
+    assert!(
+        page.contains("mt_analytics_geoip_refused_total 2\n"),
+        "{page}"
+    );
+    assert!(kill("-TERM").success());
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{}", log());
+}
