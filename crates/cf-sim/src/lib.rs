@@ -667,6 +667,88 @@ async fn graphql(AxState(sim): AxState<Sim>, headers: HeaderMap, body: String) -
     }
 }
 
+/// What Telegram's `sendMessage` refuses, with its status, `error_code` and `description`
+/// (Bot API: "1-4096 characters after entities parsing"; parse modes `MarkdownV2`, `HTML`,
+/// `Markdown`; chat ids are integers or `@channelusername`), and the chats `scenario` says the
+/// bot is not in.
+fn telegram_refusal(
+    scenario: &Scenario,
+    chat_id: &str,
+    text: &str,
+    request: &Value,
+) -> Option<Response> {
+    let refuse = |status: StatusCode, description: &str, parameters: Option<Value>| {
+        let mut body =
+            json!({"ok": false, "error_code": status.as_u16(), "description": description});
+        if let Some(p) = parameters {
+            body["parameters"] = p;
+        }
+        Some((status, axum::Json(body)).into_response())
+    };
+    let well_formed = chat_id.parse::<i64>().is_ok()
+        || (chat_id.len() > 1
+            && chat_id.starts_with('@')
+            && chat_id[1..]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    if chat_id.is_empty() {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "Bad Request: chat_id is empty",
+            None,
+        );
+    }
+    if let Some((_, to)) = scenario
+        .telegram_migrated
+        .iter()
+        .find(|(from, _)| from == chat_id)
+    {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "Bad Request: group chat was upgraded to a supergroup chat",
+            Some(json!({"migrate_to_chat_id": to})),
+        );
+    }
+    if scenario.telegram_kicked.iter().any(|c| c == chat_id) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "Forbidden: bot was kicked from the supergroup chat",
+            None,
+        );
+    }
+    if !well_formed
+        || (!scenario.telegram_chats.is_empty()
+            && !scenario.telegram_chats.iter().any(|c| c == chat_id))
+    {
+        return refuse(StatusCode::BAD_REQUEST, "Bad Request: chat not found", None);
+    }
+    match request.get("parse_mode").and_then(Value::as_str) {
+        None | Some("MarkdownV2" | "HTML" | "Markdown") => {}
+        Some(other) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                &format!("Bad Request: unsupported parse_mode \"{other}\""),
+                None,
+            );
+        }
+    }
+    if text.trim().is_empty() {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "Bad Request: message text is empty",
+            None,
+        );
+    }
+    if text.encode_utf16().count() > 4096 {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "Bad Request: message is too long",
+            None,
+        );
+    }
+    None
+}
+
 async fn telegram(
     AxState(sim): AxState<Sim>,
     Path((bot, method)): Path<(String, String)>,
@@ -689,9 +771,13 @@ async fn telegram(
     let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let chat_id = match &request["chat_id"] {
         Value::String(s) => s.clone(),
+        Value::Null => String::new(),
         other => other.to_string(),
     };
     let text = request["text"].as_str().unwrap_or_default().to_owned();
+    if let Some(refusal) = telegram_refusal(&sim.lock().scenario, &chat_id, &text, &request) {
+        return refusal;
+    }
     let mut state = sim.lock();
     state.telegram.push(SentMessage {
         chat_id: chat_id.clone(),

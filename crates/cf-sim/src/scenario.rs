@@ -17,6 +17,15 @@ pub struct Scenario {
     pub token: String,
     /// The bot token the Telegram fake accepts (`/bot<token>/sendMessage`).
     pub telegram_token: String,
+    /// The chats the bot is a member of. Empty: every well-formed chat id (an integer or an
+    /// `@username`) is one. Otherwise any other id is answered as Telegram answers an unknown
+    /// chat: 400 `Bad Request: chat not found`.
+    pub telegram_chats: Vec<String>,
+    /// Groups upgraded to supergroups, `(old id, new id)`: Telegram answers 400 `Bad Request:
+    /// group chat was upgraded to a supergroup chat` with `parameters.migrate_to_chat_id`.
+    pub telegram_migrated: Vec<(String, i64)>,
+    /// Chats the bot was removed from: 403 `Forbidden: bot was kicked from the supergroup chat`.
+    pub telegram_kicked: Vec<String>,
     /// The account id.
     pub account_id: String,
     /// Cloudflare refuses a withdrawal this soon after an advertisement, and a
@@ -89,6 +98,9 @@ impl Default for Scenario {
         Self {
             token: "cf-sim-token".into(),
             telegram_token: "123456:cf-sim".into(),
+            telegram_chats: Vec::new(),
+            telegram_migrated: Vec::new(),
+            telegram_kicked: Vec::new(),
             account_id: "4f3a9c2e81d64b7a9e0c5d1f2a3b4c5d".into(),
             hold: Duration::from_secs(15 * 60),
             bucket: Duration::from_secs(60),

@@ -16,7 +16,7 @@ mod sender;
 pub mod templates;
 
 pub use queue::{Notifier, split_message, utf16_len};
-pub use sender::{LEASE_NAME, Sender, SenderError, SenderOptions};
+pub use sender::{LEASE_NAME, Sender, SenderError, SenderOptions, TestDelivery};
 pub use templates::Message;
 
 /// Telegram's limit on one message, in UTF-16 code units (see [`split_message`]).

@@ -77,6 +77,26 @@ pub enum SenderError {
     Client(String),
 }
 
+/// What [`Sender::deliver_test`] did with the test message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TestDelivery {
+    /// Telegram accepted it (recorded as delivered).
+    Delivered,
+    /// Telegram refused it, or could not be reached: the exact answer (recorded as failed, so
+    /// it is never sent later by surprise).
+    Refused {
+        /// Telegram's description (e.g. `Bad Request: chat not found`), or the transport error.
+        error: String,
+    },
+    /// Telegram is disabled: nothing can be sent (`telegram.enabled = false`).
+    Disabled,
+    /// Another process holds the sender lease: that running daemon delivers it.
+    LeaseHeld {
+        /// The holder, as recorded in the lease.
+        holder: String,
+    },
+}
+
 /// Delivers the outbox. Build with [`Sender::new`], run with [`Sender::run`].
 #[derive(Debug)]
 pub struct Sender {
@@ -212,6 +232,54 @@ impl Sender {
             lease: None,
             unrecorded: None,
         })
+    }
+
+    /// `mtctl telegram test`: sends the queued message `id` at once, if no running daemon holds
+    /// the sender lease, and records the outcome: delivered, or failed with Telegram's exact
+    /// answer. Nothing else in the queue is sent; the lease is released before returning.
+    pub async fn deliver_test(&mut self, id: i64) -> mt_store::Result<TestDelivery> {
+        let Some(bot) = self.bot.clone() else {
+            return Ok(TestDelivery::Disabled);
+        };
+        let Some(fence) = self.lease(self.clock.now(), true).await? else {
+            let holder = self
+                .store
+                .lease_holder(LEASE_NAME)
+                .await?
+                .map(|(holder, _)| holder)
+                .unwrap_or_default();
+            return Ok(TestDelivery::LeaseHeld { holder });
+        };
+        let outcome = async {
+            let Some(message) = self.store.queued_notification(id).await? else {
+                return Ok(TestDelivery::Refused {
+                    error: format!("message {id} is no longer queued"),
+                });
+            };
+            let result = match send(&bot, &message, false).await {
+                Err(e) if classify(&e) == Refusal::Markup => send(&bot, &message, true).await,
+                other => other,
+            };
+            match result {
+                Ok(()) => {
+                    self.store
+                        .record_delivery(&fence, id, &message.chat_id, self.clock.now())
+                        .await?;
+                    Ok(TestDelivery::Delivered)
+                }
+                Err(e) => {
+                    let error = describe(&e);
+                    self.store.fail_notification(&fence, id, &error).await?;
+                    Ok(TestDelivery::Refused { error })
+                }
+            }
+        }
+        .await;
+        self.lease = None;
+        if let Err(e) = self.store.release_lease(LEASE_NAME, &self.holder).await {
+            tracing::warn!(error = %e, "cannot release the sender lease; it expires by itself");
+        }
+        outcome
     }
 
     /// This sender's lease holder id.
@@ -516,6 +584,8 @@ fn answered_ok(raw: &str) -> bool {
 fn describe(e: &RequestError) -> String {
     match e {
         RequestError::RetryAfter(s) => format!("429 flood control: retry after {}s", s.seconds()),
+        // Telegram's own description, once ("Bad Request: chat not found").
+        RequestError::Api(api) => api.to_string(),
         RequestError::MigrateToChatId(id) => {
             format!(
                 "chat migrated to a supergroup: set telegram.chat_id = \"{}\"",

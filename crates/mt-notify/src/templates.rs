@@ -307,6 +307,17 @@ pub struct ManualAdvertisement {
     pub at: DateTime<Utc>,
 }
 
+/// `mtctl telegram test`: proves the bot can post to the configured chat.
+#[derive(Debug, Clone)]
+pub struct TestMessage {
+    /// Who ran the test.
+    pub operator: String,
+    /// The host it ran on.
+    pub host: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
 /// An alert of a type without its own template (kept and notified generically).
 #[derive(Debug, Clone, Default)]
 pub struct GenericAlert {
@@ -357,6 +368,8 @@ pub enum Message {
     OperatorAlert(OperatorAlert),
     /// Any other alert.
     Generic(GenericAlert),
+    /// `mtctl telegram test`.
+    Test(TestMessage),
 }
 
 impl Message {
@@ -378,6 +391,7 @@ impl Message {
             Self::ManualAdvertisement(_) => "manual_advertisement",
             Self::OperatorAlert(_) => "operator_alert",
             Self::Generic(_) => "generic_alert",
+            Self::Test(_) => "test",
         }
     }
 
@@ -408,6 +422,7 @@ impl Message {
             Self::ManualAdvertisement(m) => manual_advertisement(&mut d, m),
             Self::OperatorAlert(a) => operator_alert(&mut d, a),
             Self::Generic(g) => generic(&mut d, g),
+            Self::Test(t) => test_message(&mut d, t),
         }
         d.footer(org);
         d.text
@@ -654,6 +669,14 @@ fn operator_alert(d: &mut Doc, a: &OperatorAlert) {
     d.field("📝", "Details", &a.details);
     d.field("🛡️", "Consequence", &a.consequence);
     d.field("🕐", "At", &utc(a.at));
+}
+
+fn test_message(d: &mut Doc, t: &TestMessage) {
+    d.title("🧪", "TEST MESSAGE");
+    d.field("👤", "Operator", &t.operator);
+    d.field("🖥️", "Host", &t.host);
+    d.field("🕐", "At", &utc(t.at));
+    d.line("✅ The suite's notifications reach this chat");
 }
 
 fn manual_advertisement(d: &mut Doc, m: &ManualAdvertisement) {

@@ -159,6 +159,16 @@ impl Store {
         Ok(rows)
     }
 
+    /// A message's status (`queued`, `sent`, `failed`, `logged`) and last error, by id.
+    pub async fn notification_status(&self, id: i64) -> Result<Option<(String, Option<String>)>> {
+        Ok(
+            sqlx::query_as("SELECT status, last_error FROM notification_outbox WHERE id = ?1")
+                .bind(id)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
     /// A queued message by id (`None` once it left the queue).
     pub async fn queued_notification(&self, id: i64) -> Result<Option<QueuedNotification>> {
         let row = sqlx::query_as(

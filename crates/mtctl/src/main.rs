@@ -9,6 +9,7 @@ mod control;
 mod import;
 mod output;
 mod read;
+mod telegram;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -163,6 +164,11 @@ enum Command {
         #[command(subcommand)]
         command: CloudflareCommand,
     },
+    /// Telegram: check that notifications reach the configured chat.
+    Telegram {
+        #[command(subcommand)]
+        command: TelegramCommand,
+    },
     /// Manual actions (mtctl and dashboard) and dashboard logins, newest first.
     Audit {
         /// Rows to show.
@@ -189,6 +195,19 @@ enum CloudflareCommand {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TelegramCommand {
+    /// Queue one test message for telegram.chat_id and deliver it now, printing Telegram's
+    /// exact answer when it refuses (wrong chat id, bot not in the group, group migrated and
+    /// its new id). When a running daemon holds the sender lease, it delivers the message and
+    /// this waits for the outcome. Exit 0 delivered, 1 not delivered.
+    Test {
+        /// How long to wait for a running daemon to deliver it (seconds).
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
     },
 }
 
@@ -350,6 +369,9 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Backup { path } => admin::backup(&store, &path).await,
         Command::Migrate => admin::migrate(&store),
         Command::Audit { limit, json } => admin::audit(&store, limit, json).await,
+        Command::Telegram {
+            command: TelegramCommand::Test { wait },
+        } => telegram::test(&config, &store, std::time::Duration::from_secs(wait)).await,
         Command::CheckConfig
         | Command::HashPassword
         | Command::Completions { .. }

@@ -1181,3 +1181,158 @@ fn hash_password_prints_an_argon2id_hash_without_a_config() {
     assert_eq!(short.status.code(), Some(2));
     assert!(text(&short.stderr).contains("at least 12 characters"));
 }
+
+/// `mtctl telegram test` against the Telegram fake, which knows one chat the bot is in, one
+/// group that became a supergroup and one chat the bot was kicked from: one message delivered
+/// to the right chat; for each wrong one, Telegram's exact answer and what to do; nothing is
+/// left queued to be sent later by surprise; a running sender's lease is respected.
+#[test]
+fn telegram_test_delivers_one_message_or_prints_telegrams_exact_refusal() {
+    use cf_sim::{Scenario, Sim};
+
+    const GOOD: &str = "-1001234567890";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let scenario = Scenario {
+        telegram_chats: vec![GOOD.into()],
+        telegram_migrated: vec![("-4000001".into(), -1_009_999_000_111)],
+        telegram_kicked: vec!["-1005555".into()],
+        ..Scenario::default()
+    };
+    let telegram_token = scenario.telegram_token.clone();
+    let sim = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Sim::new(scenario).serve(listener).await.unwrap()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("mt.db");
+    let run = |chat: &str, extra: &[&str]| {
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[database]\npath = \"{}\"\n[telegram]\nenabled = true\napi_url = \"{}\"\nchat_id = \"{chat}\"\n",
+                db.display(),
+                sim.url()
+            ),
+        )
+        .unwrap();
+        let mut args = vec!["telegram", "test"];
+        args.extend_from_slice(extra);
+        mtctl(
+            &config,
+            &args,
+            &[
+                ("MT_TELEGRAM_BOT_TOKEN", telegram_token.as_str()),
+                ("USER", "alice"),
+            ],
+        )
+    };
+    let statuses = || {
+        let out = Command::new("sqlite3")
+            .arg(&db)
+            .arg("SELECT status || ' ' || chat_id FROM notification_outbox ORDER BY id")
+            .output()
+            .unwrap();
+        text(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+
+    let ok = run(GOOD, &[]);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+    assert!(
+        text(&ok.stdout).contains("delivered"),
+        "{}",
+        text(&ok.stdout)
+    );
+    let sent = sim.sim.telegram_messages();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].chat_id, GOOD);
+    assert!(sent[0].text.contains("TEST MESSAGE") && sent[0].text.contains("alice"));
+    assert_eq!(sent[0].parse_mode.as_deref(), Some("MarkdownV2"));
+
+    for (chat, telegram_said, advice) in [
+        (
+            "-1009876",
+            "Bad Request: chat not found",
+            "telegram.chat_id is wrong",
+        ),
+        (
+            "-4000001",
+            "telegram.chat_id = \"-1009999000111\"",
+            "new id",
+        ),
+        (
+            "-1005555",
+            "Forbidden: bot was kicked from the supergroup chat",
+            "add the bot to the group",
+        ),
+    ] {
+        let out = run(chat, &[]);
+        let stderr = text(&out.stderr);
+        println!("mtctl telegram test, chat_id = {chat}:\n{stderr}");
+        assert_eq!(out.status.code(), Some(1), "{chat}: {stderr}");
+        assert!(
+            stderr.contains(telegram_said) && stderr.contains(advice) && stderr.contains(chat),
+            "{chat}: {stderr}"
+        );
+    }
+    assert_eq!(
+        sim.sim.telegram_messages().len(),
+        1,
+        "refused: nothing sent"
+    );
+    assert_eq!(
+        statuses(),
+        vec![
+            format!("sent {GOOD}"),
+            "failed -1009876".into(),
+            "failed -4000001".into(),
+            "failed -1005555".into()
+        ],
+        "no test message stays queued"
+    );
+
+    // A running daemon holds the sender lease: mtctl leaves the message to it and waits.
+    rt.block_on(async {
+        let store = mt_store::Store::open(&mt_store::OpenOptions::new(&db))
+            .await
+            .unwrap();
+        store
+            .acquire_lease(
+                mt_notify::LEASE_NAME,
+                "pid42-daemon",
+                std::time::Duration::from_secs(600),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        store.close().await;
+    });
+    let waited = run(GOOD, &["--wait", "1"]);
+    let (stdout, stderr) = (text(&waited.stdout), text(&waited.stderr));
+    assert_eq!(waited.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("pid42-daemon"), "{stdout}");
+    assert!(stderr.contains("not delivered within 1s"), "{stderr}");
+    assert_eq!(
+        sim.sim.telegram_messages().len(),
+        1,
+        "the lease was respected"
+    );
+
+    // Telegram disabled: a clear error, nothing queued.
+    let config = dir.path().join("disabled.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\npath = \"{}\"\n[telegram]\nenabled = false\nchat_id = \"{GOOD}\"\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let off = mtctl(&config, &["telegram", "test"], &[]);
+    assert_eq!(off.status.code(), Some(1));
+    assert!(text(&off.stderr).contains("telegram.enabled is false"));
+    assert_eq!(statuses().len(), 5);
+}

@@ -325,6 +325,83 @@ async fn the_telegram_fake_records_messages_and_injects_flood_control() {
     assert_eq!(messages[0].parse_mode.as_deref(), Some("MarkdownV2"));
 }
 
+/// What Telegram's sendMessage refuses, the fake refuses, with Telegram's status and
+/// description (Bot API: text 1-4096 characters, known parse modes, an existing chat).
+#[tokio::test]
+async fn the_telegram_fake_refuses_what_telegram_refuses() {
+    let sim = start(cf_sim::Scenario {
+        telegram_chats: vec!["-1001234567890".into()],
+        telegram_migrated: vec![("-42".into(), -1_004_200)],
+        telegram_kicked: vec!["-1007".into()],
+        ..scenario()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/bot123456:cf-sim/sendMessage", sim.url());
+    let ask = |body: Value| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let r = http.post(&url).json(&body).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let chat = "-1001234567890";
+    for (body, status, description) in [
+        (
+            json!({"chat_id": "-100999", "text": "x"}),
+            400,
+            "Bad Request: chat not found",
+        ),
+        (
+            json!({"chat_id": "not a chat", "text": "x"}),
+            400,
+            "Bad Request: chat not found",
+        ),
+        (json!({"text": "x"}), 400, "Bad Request: chat_id is empty"),
+        (
+            json!({"chat_id": "-42", "text": "x"}),
+            400,
+            "Bad Request: group chat was upgraded to a supergroup chat",
+        ),
+        (
+            json!({"chat_id": "-1007", "text": "x"}),
+            403,
+            "Forbidden: bot was kicked from the supergroup chat",
+        ),
+        (
+            json!({"chat_id": chat, "text": " "}),
+            400,
+            "Bad Request: message text is empty",
+        ),
+        (
+            json!({"chat_id": chat, "text": "é".repeat(4097)}),
+            400,
+            "Bad Request: message is too long",
+        ),
+        (
+            json!({"chat_id": chat, "text": "x", "parse_mode": "markdownv3"}),
+            400,
+            "Bad Request: unsupported parse_mode \"markdownv3\"",
+        ),
+    ] {
+        let (got, answer) = ask(body.clone()).await;
+        assert_eq!(
+            (got, answer["description"].as_str()),
+            (status, Some(description)),
+            "{body}"
+        );
+        assert_eq!(answer["ok"], false);
+        assert_eq!(answer["error_code"], status);
+    }
+    let (_, migrated) = ask(json!({"chat_id": "-42", "text": "x"})).await;
+    assert_eq!(migrated["parameters"]["migrate_to_chat_id"], -1_004_200);
+    // 4096 UTF-16 units is the limit, not 4096 bytes; a chat the bot is in is accepted.
+    let (ok, _) = ask(json!({"chat_id": chat, "text": "é".repeat(4096)})).await;
+    assert_eq!(ok, 200);
+    assert_eq!(sim.sim.telegram_messages().len(), 1);
+}
+
 #[tokio::test]
 async fn the_emitter_posts_fixture_shaped_alerts_with_the_secret() {
     use wiremock::matchers::{header, method};
