@@ -26,10 +26,46 @@ fn sql(db: &Path, query: &str) -> Vec<String> {
         .collect()
 }
 
+/// One HTTP/1.0 GET on loopback; the body when the answer is 200.
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.0 200").then(|| body.to_owned())
+}
+
+/// Every daemon's `/metrics` page, found through the "listening addr=…" lines of its log
+/// (after the restarts, the last start's listeners answer).
+fn scrape_every_daemon(dir: &Path) -> Vec<(String, String)> {
+    let mut pages = Vec::new();
+    for daemon in [
+        "mt-webhook-receiver",
+        "mt-network-analytics",
+        "mt-autowithdraw",
+        "mt-dashboard",
+    ] {
+        let log = std::fs::read_to_string(dir.join("logs").join(format!("{daemon}.log")))
+            .unwrap_or_default();
+        let page = log
+            .lines()
+            .rev()
+            .filter(|l| l.contains(" listening "))
+            .filter_map(|l| l.split("addr=").nth(1)?.split_whitespace().next())
+            .find_map(|addr| http_get(addr, "/metrics"));
+        pages.push((daemon.to_owned(), page.unwrap_or_default()));
+    }
+    pages
+}
+
 /// Runs `mt-demo --restart-daemons --keep-running`; once it says it is still running, checks
-/// that the dashboard it names answers `/healthz`, then sends SIGINT as Ctrl-C would. Returns
-/// the output and whether the dashboard answered.
-fn run_demo_keeping_it_running(dir: &Path) -> (std::process::Output, bool) {
+/// that the dashboard it names answers `/healthz` and scrapes every daemon's `/metrics`, then
+/// sends SIGINT as Ctrl-C would. Returns the output, whether the dashboard answered, and the
+/// scrapes.
+fn run_demo_keeping_it_running(dir: &Path) -> (std::process::Output, bool, Vec<(String, String)>) {
     use std::io::{BufRead, BufReader, Read, Write};
     use std::process::Stdio;
 
@@ -50,6 +86,7 @@ fn run_demo_keeping_it_running(dir: &Path) -> (std::process::Output, bool) {
     });
     let mut stdout = Vec::new();
     let mut answered = false;
+    let mut scrapes = Vec::new();
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
         if let Some(rest) = line.strip_prefix("Still running: the dashboard is http://") {
@@ -59,6 +96,7 @@ fn run_demo_keeping_it_running(dir: &Path) -> (std::process::Output, bool) {
             let mut answer = String::new();
             s.read_to_string(&mut answer).unwrap();
             answered = answer.starts_with("HTTP/1.0 200");
+            scrapes = scrape_every_daemon(dir);
             let sent = Command::new("kill")
                 .arg("-INT")
                 .arg(child.id().to_string())
@@ -75,13 +113,13 @@ fn run_demo_keeping_it_running(dir: &Path) -> (std::process::Output, bool) {
         stdout,
         stderr: stderr.join().unwrap(),
     };
-    (output, answered)
+    (output, answered, scrapes)
 }
 
 #[test]
 fn an_attack_is_logged_notified_and_withdrawn_once_calm_across_daemon_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let (out, kept_running) = run_demo_keeping_it_running(dir.path());
+    let (out, kept_running, scrapes) = run_demo_keeping_it_running(dir.path());
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let logs = |name: &str| {
@@ -266,6 +304,246 @@ fn an_attack_is_logged_notified_and_withdrawn_once_calm_across_daemon_restarts()
         })
         .count();
     assert_eq!(archived, 3);
+
+    // The operations content (ops/) uses no metric name the running daemons do not export.
+    every_metric_in_the_rules_and_dashboard_is_exported(&scrapes);
+}
+
+/// `# TYPE` names (a histogram adds `_bucket`, `_sum`, `_count`) and sample names of every
+/// page: a labelled family is listed even before its first sample.
+fn exported_names(scrapes: &[(String, String)]) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for (daemon, page) in scrapes {
+        assert!(
+            page.contains("mt_build_info{daemon=\""),
+            "{daemon}: no /metrics scraped (or no mt_build_info):\n{page}"
+        );
+        for line in page.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let mut parts = rest.split_whitespace();
+                let (name, kind) = (parts.next().unwrap(), parts.next().unwrap_or(""));
+                names.insert(name.to_owned());
+                if kind == "histogram" {
+                    for suffix in ["_bucket", "_sum", "_count"] {
+                        names.insert(format!("{name}{suffix}"));
+                    }
+                }
+            } else if !line.starts_with('#') && !line.is_empty() {
+                let end = line.find(['{', ' ']).unwrap_or(line.len());
+                names.insert(line[..end].to_owned());
+            }
+        }
+    }
+    names
+}
+
+/// Prometheus's own series and the names PromQL and Grafana give meaning to.
+const NOT_EXPORTED_BY_US: &[&str] = &["up", "ALERTS", "ALERTS_FOR_STATE"];
+
+/// The metric names a PromQL expression selects: identifiers that are not functions or
+/// aggregations (followed by `(`), keywords, label names (inside `{…}` or a `by (…)` list),
+/// strings, durations (inside `[…]`), numbers or Grafana variables (`$…`).
+fn promql_metric_names(expr: &str) -> Vec<String> {
+    const KEYWORDS: &[&str] = &[
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "bool",
+        "and",
+        "or",
+        "unless",
+        "offset",
+        "inf",
+        "nan",
+        "Inf",
+        "NaN",
+        // Aggregations, which may be followed by `by (…)` before their parenthesis.
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
+        "limitk",
+        "limit_ratio",
+    ];
+    const LABEL_LISTS: &[&str] = &[
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ];
+    let chars: Vec<char> = expr.chars().collect();
+    let mut names = Vec::new();
+    let mut i = 0;
+    let skip_to = |from: usize, close: char| {
+        let mut j = from + 1;
+        while j < chars.len() && chars[j] != close {
+            if chars[j] == '\\' {
+                j += 1;
+            }
+            j += 1;
+        }
+        j + 1
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '"' | '\'' | '`' => i = skip_to(i, c),
+            '{' => i = skip_to(i, '}'),
+            '[' => i = skip_to(i, ']'),
+            '#' => i = skip_to(i, '\n'),
+            '$' => {
+                i += 1;
+                while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                    i += 1;
+                }
+            }
+            c if c.is_ascii_digit() || c == '.' => {
+                // Numbers and durations (5m, 1e3, 0.5) are not identifiers.
+                while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '.') {
+                    i += 1;
+                }
+            }
+            c if c.is_ascii_alphabetic() || c == '_' || c == ':' => {
+                let start = i;
+                while i < chars.len()
+                    && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+                {
+                    i += 1;
+                }
+                let word: String = chars[start..i].iter().collect();
+                let mut next = i;
+                while next < chars.len() && chars[next].is_whitespace() {
+                    next += 1;
+                }
+                let call = chars.get(next) == Some(&'(');
+                if LABEL_LISTS.contains(&word.as_str()) && call {
+                    i = skip_to(next, ')');
+                } else if !call && !KEYWORDS.contains(&word.as_str()) {
+                    names.push(word);
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    names
+}
+
+#[test]
+fn the_promql_name_extractor_finds_metrics_and_nothing_else() {
+    assert_eq!(
+        promql_metric_names(
+            "max by (prefix) (mt_a_seconds{prefix=~\"$prefix\", job=\"x\"} > on(instance, job) group_left mt_b) \
+             and absent(up{job=\"y\"}) or sum without (le) (rate(mt_c_bucket[$__rate_interval])) * 1e3 \
+             unless histogram_quantile(0.99, mt_d offset 5m) > bool 2 # comment mt_not\n"
+        ),
+        ["mt_a_seconds", "mt_b", "up", "mt_c_bucket", "mt_d"]
+    );
+}
+
+/// Every metric name used by ops/prometheus (rules and the rules' unit-test series) and
+/// ops/grafana (panel queries, template variables) must appear in the daemons' real scrape.
+fn every_metric_in_the_rules_and_dashboard_is_exported(scrapes: &[(String, String)]) {
+    use yaml_rust2::YamlLoader;
+
+    let exported = exported_names(scrapes);
+    let ops = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ops");
+    let mut used: Vec<(String, String)> = Vec::new();
+    let mut add = |origin: &str, expr: &str| {
+        for name in promql_metric_names(expr) {
+            used.push((origin.to_owned(), name));
+        }
+    };
+    let yaml = |file: &str| {
+        let text = std::fs::read_to_string(ops.join(file)).unwrap();
+        YamlLoader::load_from_str(&text)
+            .unwrap_or_else(|e| panic!("{file}: {e}"))
+            .remove(0)
+    };
+    let rules = yaml("prometheus/alerts.yml");
+    for group in rules["groups"].as_vec().unwrap() {
+        for rule in group["rules"].as_vec().unwrap() {
+            let name = rule["alert"].as_str().or(rule["record"].as_str()).unwrap();
+            add(
+                &format!("alerts.yml {name}"),
+                rule["expr"].as_str().unwrap(),
+            );
+        }
+    }
+    let tests = yaml("prometheus/alerts_test.yml");
+    for test in tests["tests"].as_vec().unwrap() {
+        for series in test["input_series"].as_vec().into_iter().flatten() {
+            add("alerts_test.yml series", series["series"].as_str().unwrap());
+        }
+        for e in test["promql_expr_test"].as_vec().into_iter().flatten() {
+            add(
+                "alerts_test.yml promql_expr_test",
+                e["expr"].as_str().unwrap(),
+            );
+        }
+    }
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(ops.join("grafana/magic-transit.json")).unwrap(),
+    )
+    .unwrap();
+    let mut panels: Vec<&serde_json::Value> =
+        dashboard["panels"].as_array().unwrap().iter().collect();
+    while let Some(panel) = panels.pop() {
+        panels.extend(panel["panels"].as_array().into_iter().flatten());
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            if let Some(expr) = target["expr"].as_str() {
+                add(&format!("grafana panel {:?}", panel["title"]), expr);
+            }
+        }
+    }
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let query = match &variable["query"] {
+            serde_json::Value::String(q) => q.clone(),
+            q => q["query"].as_str().unwrap_or_default().to_owned(),
+        };
+        // label_values(metric, label): the metric only.
+        if let Some(args) = query.strip_prefix("label_values(") {
+            add(
+                "grafana variable",
+                args.split(',').next().unwrap_or_default(),
+            );
+        } else if variable["type"] == "query" {
+            add("grafana variable", &query);
+        }
+    }
+    assert!(used.len() > 50, "the extractor found too little: {used:?}");
+    let invented: Vec<&(String, String)> = used
+        .iter()
+        .filter(|(_, name)| {
+            !exported.contains(name) && !NOT_EXPORTED_BY_US.contains(&name.as_str())
+        })
+        .collect();
+    assert!(
+        invented.is_empty(),
+        "metric names used in ops/ that no daemon exports: {invented:?}\nexported: {exported:?}"
+    );
+    let distinct: std::collections::BTreeSet<&String> = used.iter().map(|(_, n)| n).collect();
+    println!(
+        "ops/: {} metric references ({} distinct names), every one in the daemons' /metrics",
+        used.len(),
+        distinct.len()
+    );
 }
 
 #[test]
