@@ -344,13 +344,8 @@ const NOT_EXPORTED_BY_US: &[&str] = &["up", "ALERTS", "ALERTS_FOR_STATE"];
 /// aggregations (followed by `(`), keywords, label names (inside `{…}` or a `by (…)` list),
 /// strings, durations (inside `[…]`), numbers or Grafana variables (`$…`).
 fn promql_metric_names(expr: &str) -> Vec<String> {
+    // Besides LABEL_LISTS, which may also stand without their list (`group_left metric`).
     const KEYWORDS: &[&str] = &[
-        "by",
-        "without",
-        "on",
-        "ignoring",
-        "group_left",
-        "group_right",
         "bool",
         "and",
         "or",
@@ -431,7 +426,10 @@ fn promql_metric_names(expr: &str) -> Vec<String> {
                 let call = chars.get(next) == Some(&'(');
                 if LABEL_LISTS.contains(&word.as_str()) && call {
                     i = skip_to(next, ')');
-                } else if !call && !KEYWORDS.contains(&word.as_str()) {
+                } else if !call
+                    && !KEYWORDS.contains(&word.as_str())
+                    && !LABEL_LISTS.contains(&word.as_str())
+                {
                     names.push(word);
                 }
             }
