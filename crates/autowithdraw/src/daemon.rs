@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
@@ -333,11 +333,7 @@ async fn metrics_page(State(http): State<Http>) -> Response {
     if let Ok(o) = http.engine.store.outbox_stats().await {
         mt_notify::outbox_metrics(&mut page, &o);
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        page.finish(),
-    )
-        .into_response()
+    page.response()
 }
 
 async fn healthz(State(http): State<Http>) -> Response {

@@ -103,11 +103,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     if let Ok(o) = state.store.outbox_stats().await {
         mt_notify::outbox_metrics(&mut page, &o);
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        page.finish(),
-    )
-        .into_response()
+    page.response()
 }
 
 fn static_file(content_type: &'static str, body: &'static str) -> Response {

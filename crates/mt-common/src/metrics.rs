@@ -233,6 +233,19 @@ impl Exposition {
     pub fn finish(&mut self) -> String {
         std::mem::take(&mut self.out)
     }
+
+    /// The page as a `/metrics` answer (Prometheus text format 0.0.4).
+    pub fn response(&mut self) -> axum::response::Response {
+        use axum::response::IntoResponse as _;
+        (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            self.finish(),
+        )
+            .into_response()
+    }
 }
 
 fn escape_label(v: &str) -> String {

@@ -432,11 +432,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         Ok(o) => mt_notify::outbox_metrics(&mut page, &o),
         Err(e) => tracing::warn!(error = %e, "outbox stats unavailable"),
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        page.finish(),
-    )
-        .into_response()
+    page.response()
 }
 
 /// Everything `run` needs besides the listener.
