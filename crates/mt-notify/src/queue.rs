@@ -39,22 +39,39 @@ impl Notifier {
         message: &Message,
         now: DateTime<Utc>,
     ) -> mt_store::Result<Vec<i64>> {
-        let text = message.render(&self.org_name);
-        let mut ids = Vec::new();
-        for part in split_message(&text, MAX_MESSAGE_CHARS) {
-            ids.push(
-                tx.enqueue_notification(&NewNotification {
-                    chat_id: &self.chat_id,
-                    kind: message.kind(),
-                    priority: message.priority() as i64,
-                    text: &part,
-                    parse_mode: PARSE_MODE,
-                    created_at: now,
-                })
-                .await?,
-            );
+        self.queue_all(tx, [(message, now)]).await
+    }
+
+    /// Queues several messages in order, as [`Notifier::queue`] one after another would, in
+    /// one statement (the receiver's group commit). Returns every queued row's id, in order.
+    pub async fn queue_all<'m>(
+        &self,
+        tx: &mut WriteTx,
+        messages: impl IntoIterator<Item = (&'m Message, DateTime<Utc>)>,
+    ) -> mt_store::Result<Vec<i64>> {
+        let parts: Vec<(&Message, DateTime<Utc>, String)> = messages
+            .into_iter()
+            .flat_map(|(message, now)| {
+                split_message(&message.render(&self.org_name), MAX_MESSAGE_CHARS)
+                    .into_iter()
+                    .map(move |part| (message, now, part))
+            })
+            .collect();
+        let rows: Vec<NewNotification<'_>> = parts
+            .iter()
+            .map(|(message, now, part)| NewNotification {
+                chat_id: &self.chat_id,
+                kind: message.kind(),
+                priority: message.priority() as i64,
+                text: part,
+                parse_mode: PARSE_MODE,
+                created_at: *now,
+            })
+            .collect();
+        if rows.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(ids)
+        tx.enqueue_notifications(&rows).await
     }
 }
 

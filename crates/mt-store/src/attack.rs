@@ -139,35 +139,64 @@ macro_rules! select_attack_events {
     };
 }
 
+/// Rows per multi-row `attack_events` INSERT: 16 bound values each, far below SQLite's 32,766.
+const ATTACK_BATCH_ROWS: usize = 250;
+
 impl WriteTx {
     /// Appends an `attack_events` row; returns its id.
     pub async fn insert_attack_event(&mut self, e: &NewAttackEvent) -> Result<i64> {
-        let id = sqlx::query_scalar(
-            "INSERT INTO attack_events (event_type, alert_type, attack_id, policy_id, policy_name, \
-             prefix, target_ip, target_port, protocol, attack_vector, packets_per_second, \
-             megabits_per_second, severity, action_taken, raw_payload, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
-             RETURNING id",
-        )
-        .bind(e.event_type.as_str())
-        .bind(&e.alert_type)
-        .bind(&e.attack_id)
-        .bind(&e.policy_id)
-        .bind(&e.policy_name)
-        .bind(&e.prefix)
-        .bind(&e.target_ip)
-        .bind(e.target_port)
-        .bind(&e.protocol)
-        .bind(&e.attack_vector)
-        .bind(&e.packets_per_second)
-        .bind(&e.megabits_per_second)
-        .bind(&e.severity)
-        .bind(e.action_taken.as_str())
-        .bind(&e.raw_payload)
-        .bind(to_db(e.created_at))
-        .fetch_one(self.conn())
-        .await?;
-        Ok(id)
+        self.insert_attack_events(std::slice::from_ref(e))
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| crate::Error::Invalid("INSERT INTO attack_events returned no id".into()))
+    }
+
+    /// Appends `attack_events` rows in order, in one statement per 250 rows (the receiver's
+    /// group commit stores a whole batch so); returns their ids in the same order.
+    pub async fn insert_attack_events(&mut self, events: &[NewAttackEvent]) -> Result<Vec<i64>> {
+        let mut ids = Vec::with_capacity(events.len());
+        for chunk in events.chunks(ATTACK_BATCH_ROWS) {
+            // Only placeholders are interpolated: every value is bound.
+            let mut sql = String::from(
+                "INSERT INTO attack_events (event_type, alert_type, attack_id, policy_id, \
+                 policy_name, prefix, target_ip, target_port, protocol, attack_vector, \
+                 packets_per_second, megabits_per_second, severity, action_taken, raw_payload, \
+                 created_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+            }
+            sql.push_str(" RETURNING id");
+            let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
+            for e in chunk {
+                query = query
+                    .bind(e.event_type.as_str())
+                    .bind(&e.alert_type)
+                    .bind(&e.attack_id)
+                    .bind(&e.policy_id)
+                    .bind(&e.policy_name)
+                    .bind(&e.prefix)
+                    .bind(&e.target_ip)
+                    .bind(e.target_port)
+                    .bind(&e.protocol)
+                    .bind(&e.attack_vector)
+                    .bind(&e.packets_per_second)
+                    .bind(&e.megabits_per_second)
+                    .bind(&e.severity)
+                    .bind(e.action_taken.as_str())
+                    .bind(&e.raw_payload)
+                    .bind(to_db(e.created_at));
+            }
+            let mut chunk_ids = query.fetch_all(self.conn()).await?;
+            // RETURNING's order is unspecified; the rows take increasing ids in VALUES order.
+            chunk_ids.sort_unstable();
+            ids.extend(chunk_ids);
+        }
+        Ok(ids)
     }
 }
 

@@ -83,6 +83,83 @@ impl WriteTx {
     }
 }
 
+/// A prefix's advertisement as the webhook receiver's messages describe it, read inside its
+/// write transaction (see [`WriteTx::advertisements`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advertisement {
+    /// Whether `prefix_calm_status` has a row for the prefix.
+    pub known: bool,
+    /// Advertised, as autowithdraw (or a webhook) last recorded it.
+    pub advertised: bool,
+    /// When it was last withdrawn (its newest `WITHDRAW` event), if ever.
+    pub last_withdrawal: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct AdvertisementRow {
+    prefix: String,
+    known: bool,
+    #[sqlx(try_from = "crate::loose::LooseBool")]
+    advertised: bool,
+    #[sqlx(try_from = "crate::loose::LooseText")]
+    last_withdrawal: Option<String>,
+}
+
+impl WriteTx {
+    /// The advertisement of each of `prefixes`, in one statement: what
+    /// [`Store::prefix_calm_status`] and [`Store::last_withdrawal_at`] return, but read in
+    /// this transaction, so a batch of webhooks sees the state it writes over.
+    pub async fn advertisements(
+        &mut self,
+        prefixes: &[&str],
+    ) -> Result<std::collections::HashMap<String, Advertisement>> {
+        if prefixes.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        let list =
+            serde_json::to_string(prefixes).map_err(|e| crate::Error::Invalid(e.to_string()))?;
+        let rows: Vec<AdvertisementRow> = sqlx::query_as(
+            "SELECT p.value AS prefix, c.prefix IS NOT NULL AS known, c.advertised AS advertised, \
+             (SELECT CAST(created_at AS TEXT) FROM attack_events \
+              WHERE prefix = p.value AND event_type = 'WITHDRAW' ORDER BY id DESC LIMIT 1) \
+              AS last_withdrawal \
+             FROM (SELECT DISTINCT value FROM json_each(?1)) p \
+             LEFT JOIN prefix_calm_status c ON c.prefix = p.value",
+        )
+        .bind(list)
+        .fetch_all(self.conn())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.prefix,
+                    Advertisement {
+                        known: r.known,
+                        advertised: r.advertised,
+                        last_withdrawal: r
+                            .last_withdrawal
+                            .as_deref()
+                            .and_then(mt_common::timefmt::from_db),
+                    },
+                )
+            })
+            .collect())
+    }
+}
+
+/// What a webhook says of a prefix (see [`WriteTx::mark_prefixes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrefixMark {
+    /// A START webhook: under attack, calm clock cleared.
+    UnderAttack,
+    /// An auto-advertisement webhook: advertised by Cloudflare.
+    Advertised,
+}
+
+/// Marks per multi-row upsert: 4 bound values each.
+const MARK_BATCH_ROWS: usize = 500;
+
 impl WriteTx {
     /// A START webhook for `prefix`: marks it under attack and clears its calm clock. Does not
     /// touch `updated_at`, which is autowithdraw's judgement time (watched by the analytics
@@ -92,30 +169,54 @@ impl WriteTx {
         prefix: &str,
         at: DateTime<Utc>,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO prefix_calm_status (prefix, advertised, under_attack, calm_since, updated_at) \
-             VALUES (?1, 0, 1, NULL, ?2) \
-             ON CONFLICT(prefix) DO UPDATE SET under_attack = 1, calm_since = NULL",
-        )
-        .bind(prefix)
-        .bind(to_db(at))
-        .execute(self.conn())
-        .await?;
-        Ok(())
+        self.mark_prefixes(&[(prefix, PrefixMark::UnderAttack, at)])
+            .await
     }
 
     /// An auto-advertisement webhook reported `prefix` advertised. Same `updated_at` rule as
     /// [`WriteTx::mark_prefix_under_attack`].
     pub async fn mark_prefix_advertised(&mut self, prefix: &str, at: DateTime<Utc>) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO prefix_calm_status (prefix, advertised, under_attack, calm_since, updated_at) \
-             VALUES (?1, 1, 0, NULL, ?2) \
-             ON CONFLICT(prefix) DO UPDATE SET advertised = 1",
-        )
-        .bind(prefix)
-        .bind(to_db(at))
-        .execute(self.conn())
-        .await?;
+        self.mark_prefixes(&[(prefix, PrefixMark::Advertised, at)])
+            .await
+    }
+
+    /// Applies marks in order, in one statement per 500 (the receiver's group commit). Each
+    /// only sets its own flag (and an under-attack mark clears `calm_since`), so the result
+    /// is the one of applying them one after another; a new row's `updated_at` is the first
+    /// mark's time.
+    pub async fn mark_prefixes(
+        &mut self,
+        marks: &[(&str, PrefixMark, DateTime<Utc>)],
+    ) -> Result<()> {
+        for chunk in marks.chunks(MARK_BATCH_ROWS) {
+            // Only placeholders are interpolated: every value is bound.
+            let mut sql = String::from(
+                "INSERT INTO prefix_calm_status (prefix, advertised, under_attack, calm_since, \
+                 updated_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str("(?,?,?,NULL,?)");
+            }
+            sql.push_str(
+                " ON CONFLICT(prefix) DO UPDATE SET \
+                 advertised = CASE WHEN excluded.advertised = 1 THEN 1 ELSE advertised END, \
+                 under_attack = CASE WHEN excluded.under_attack = 1 THEN 1 ELSE under_attack END, \
+                 calm_since = CASE WHEN excluded.under_attack = 1 THEN NULL ELSE calm_since END",
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (prefix, mark, at) in chunk {
+                let under_attack = *mark == PrefixMark::UnderAttack;
+                query = query
+                    .bind(*prefix)
+                    .bind(i64::from(!under_attack))
+                    .bind(i64::from(under_attack))
+                    .bind(to_db(*at));
+            }
+            query.execute(self.conn()).await?;
+        }
         Ok(())
     }
 }

@@ -33,7 +33,7 @@ pub use analytics::{AnalyticsEvent, NewAnalyticsEvent, event_hash};
 pub use attack::{AttackEvent, NewAttackEvent};
 pub use audit::{AuditEntry, NewAudit};
 pub use autowithdraw::{PrefixState, StartRow};
-pub use calm::{CalmUpdate, PrefixCalmStatus};
+pub use calm::{Advertisement, CalmUpdate, PrefixCalmStatus, PrefixMark};
 pub use error::{Error, Result};
 pub use gaps::TelemetryGap;
 pub use holds::Hold;

@@ -123,24 +123,57 @@ pub struct OutboxStats {
     pub paused_chats: i64,
 }
 
+/// Messages per multi-row outbox INSERT: 7 bound values each.
+const OUTBOX_BATCH_ROWS: usize = 500;
+
 impl WriteTx {
     /// Queues a message inside the caller's transaction, so it commits (or not) with the event
     /// that caused it. Returns its id.
     pub async fn enqueue_notification(&mut self, n: &NewNotification<'_>) -> Result<i64> {
-        let now = to_db(n.created_at);
-        let id = sqlx::query_scalar(
-            "INSERT INTO notification_outbox (chat_id, kind, priority, text, parse_mode, \
-             created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING id",
-        )
-        .bind(n.chat_id)
-        .bind(n.kind)
-        .bind(n.priority)
-        .bind(n.text)
-        .bind(n.parse_mode)
-        .bind(&now)
-        .fetch_one(self.conn())
-        .await?;
-        Ok(id)
+        self.enqueue_notifications(std::slice::from_ref(n))
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                crate::Error::Invalid("INSERT INTO notification_outbox returned no id".into())
+            })
+    }
+
+    /// Queues messages in order (the sender delivers a chat's messages by priority, then id),
+    /// in one statement per 500; returns their ids in the same order.
+    pub async fn enqueue_notifications(&mut self, ns: &[NewNotification<'_>]) -> Result<Vec<i64>> {
+        let mut ids = Vec::with_capacity(ns.len());
+        for chunk in ns.chunks(OUTBOX_BATCH_ROWS) {
+            // Only placeholders are interpolated: every value is bound.
+            let mut sql = String::from(
+                "INSERT INTO notification_outbox (chat_id, kind, priority, text, parse_mode, \
+                 created_at, next_attempt_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str("(?,?,?,?,?,?,?)");
+            }
+            sql.push_str(" RETURNING id");
+            let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
+            for n in chunk {
+                let at = to_db(n.created_at);
+                query = query
+                    .bind(n.chat_id)
+                    .bind(n.kind)
+                    .bind(n.priority)
+                    .bind(n.text)
+                    .bind(n.parse_mode)
+                    .bind(at.clone())
+                    .bind(at);
+            }
+            let mut chunk_ids = query.fetch_all(self.conn()).await?;
+            // RETURNING's order is unspecified; the rows take increasing ids in VALUES order.
+            chunk_ids.sort_unstable();
+            ids.extend(chunk_ids);
+        }
+        Ok(ids)
     }
 }
 

@@ -1,5 +1,7 @@
 //! `webhook_events`: every webhook received, with duplicate detection.
 
+use std::collections::{HashMap, VecDeque};
+
 use chrono::{DateTime, Utc};
 use mt_common::timefmt::{from_db, to_db};
 use serde::Serialize;
@@ -181,6 +183,9 @@ macro_rules! select_webhook_events {
     };
 }
 
+/// Webhooks per multi-row INSERT: 12 bound values each.
+const KEYED_BATCH_ROWS: usize = 500;
+
 /// Lowercase hex SHA-256 of a payload.
 fn payload_sha256(payload: &str) -> String {
     hex::encode(Sha256::digest(payload.as_bytes()))
@@ -242,6 +247,104 @@ impl WriteTx {
         .fetch_one(self.conn())
         .await?;
         Ok(WebhookInsert::Duplicate(id))
+    }
+
+    /// Stores webhooks in order, each with the outcome [`WriteTx::insert_webhook_event`] would
+    /// give it one after another (a later one may be a duplicate of an earlier one of the same
+    /// slice), in fewer statements: each run of [`WebhookDedup::AlertAndState`] webhooks, which
+    /// the seed's unique `(alert_id, event_state)` alone deduplicates, is one multi-row INSERT.
+    /// The receiver's group commit stores its batches so.
+    pub async fn insert_webhook_events(
+        &mut self,
+        rows: &[NewWebhookEvent],
+    ) -> Result<Vec<WebhookInsert>> {
+        let mut out = Vec::with_capacity(rows.len());
+        let mut rest = rows;
+        while let Some(first) = rest.first() {
+            let keyed = rest
+                .iter()
+                .take(KEYED_BATCH_ROWS)
+                .take_while(|w| w.dedup == WebhookDedup::AlertAndState)
+                .count();
+            if keyed == 0 {
+                out.push(self.insert_webhook_event(first).await?);
+                rest = &rest[1..];
+            } else {
+                let (run, tail) = rest.split_at(keyed);
+                out.extend(self.insert_keyed(run).await?);
+                rest = tail;
+            }
+        }
+        Ok(out)
+    }
+
+    /// One multi-row INSERT of [`WebhookDedup::AlertAndState`] webhooks. The unique
+    /// `(alert_id, event_state)` turns a conflicting row into a no-op, as for one row: a row
+    /// not returned is a duplicate of the row holding its key, whether stored before or
+    /// earlier in `rows`.
+    async fn insert_keyed(&mut self, rows: &[NewWebhookEvent]) -> Result<Vec<WebhookInsert>> {
+        // Only placeholders are interpolated: every value is bound.
+        let mut sql = String::from(
+            "INSERT INTO webhook_events (received_at, alert_type, event_state, alert_id, policy_id, \
+             policy_name, target_ip, target_prefix, source_ip, processed, action_taken, payload, \
+             payload_sha256) VALUES ",
+        );
+        for i in 0..rows.len() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str("(?,?,?,?,?,?,?,?,?,1,?,?,?)");
+        }
+        sql.push_str(" ON CONFLICT DO NOTHING RETURNING id, alert_id, event_state");
+        let mut query =
+            sqlx::query_as::<_, (i64, Option<String>, Option<String>)>(sqlx::AssertSqlSafe(sql));
+        for w in rows {
+            query = query
+                .bind(to_db(w.received_at))
+                .bind(&w.alert_type)
+                .bind(&w.event_state)
+                .bind(&w.alert_id)
+                .bind(&w.policy_id)
+                .bind(&w.policy_name)
+                .bind(&w.target_ip)
+                .bind(&w.target_prefix)
+                .bind(&w.source_ip)
+                .bind(&w.action_taken)
+                .bind(&w.payload)
+                .bind(payload_sha256(&w.payload));
+        }
+        let mut returned = query.fetch_all(self.conn()).await?;
+        // RETURNING's order is unspecified; the rows take increasing ids in VALUES order.
+        returned.sort_unstable_by_key(|(id, _, _)| *id);
+        let mut fresh: HashMap<(Option<String>, Option<String>), VecDeque<i64>> = HashMap::new();
+        for (id, alert_id, event_state) in returned {
+            fresh
+                .entry((alert_id, event_state))
+                .or_default()
+                .push_back(id);
+        }
+        let mut holder: HashMap<(Option<String>, Option<String>), i64> = HashMap::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for w in rows {
+            let key = (w.alert_id.clone(), w.event_state.clone());
+            if let Some(id) = fresh.get_mut(&key).and_then(VecDeque::pop_front) {
+                holder.entry(key).or_insert(id);
+                out.push(WebhookInsert::Inserted(id));
+            } else if let Some(id) = holder.get(&key) {
+                out.push(WebhookInsert::Duplicate(*id));
+            } else {
+                let id: i64 = sqlx::query_scalar(
+                    "SELECT id FROM webhook_events WHERE alert_id = ?1 AND event_state = ?2",
+                )
+                .bind(&w.alert_id)
+                .bind(&w.event_state)
+                .fetch_one(self.conn())
+                .await?;
+                holder.insert(key, id);
+                out.push(WebhookInsert::Duplicate(id));
+            }
+        }
+        Ok(out)
     }
 
     /// Inserts the row under `alert_id`; `None` when a uniqueness constraint refused it.

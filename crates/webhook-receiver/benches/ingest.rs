@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use mt_common::config::Config;
 use mt_notify::Notifier;
-use mt_notify::templates::PrefixState;
 use mt_store::{OpenOptions, Store};
 use serde_json::{Map, Value};
 use webhook_receiver::ingest::{Parsed, store_batch};
@@ -69,8 +68,9 @@ async fn send(client: &reqwest::Client, url: &str, n: usize) {
     assert!(response.status().is_success(), "{}", response.status());
 }
 
-/// `(batches, webhooks)` written by the receiver's group-commit writer so far.
-async fn batches(client: &reqwest::Client, addr: SocketAddr) -> (u64, u64) {
+/// `(batches, webhooks, seconds in transactions)` of the receiver's group-commit writer so
+/// far.
+async fn batches(client: &reqwest::Client, addr: SocketAddr) -> (u64, u64, f64) {
     let page = client
         .get(format!("http://{addr}/metrics"))
         .send()
@@ -81,12 +81,13 @@ async fn batches(client: &reqwest::Client, addr: SocketAddr) -> (u64, u64) {
         .unwrap();
     let value = |name: &str| {
         page.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0)
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or(0.0)
     };
     (
-        value("mt_webhook_batches_total"),
-        value("mt_webhook_batched_total"),
+        value("mt_webhook_batches_total") as u64,
+        value("mt_webhook_batched_total") as u64,
+        value("mt_webhook_batch_duration_seconds_sum"),
     )
 }
 
@@ -95,6 +96,8 @@ struct Closed {
     p50: Duration,
     p99: Duration,
     mean_batch: f64,
+    /// Share of the run the writer spent in transactions.
+    writer_busy: f64,
 }
 
 /// `connections` clients, one connection each, sending back to back for `run`.
@@ -139,6 +142,7 @@ async fn closed_loop(
         p50: percentile(&latencies, 0.5),
         p99: percentile(&latencies, 0.99),
         mean_batch: (after.1 - before.1) as f64 / (after.0 - before.0).max(1) as f64,
+        writer_busy: (after.2 - before.2) / elapsed.as_secs_f64(),
     }
 }
 
@@ -208,7 +212,6 @@ async fn ceiling(dir: &std::path::Path, rows: usize, batch: usize, db: &str) -> 
                 raw,
                 source_ip: Some("127.0.0.1".into()),
                 received_at: now,
-                prefix_state: PrefixState::Unknown,
             }
         })
         .collect();
@@ -281,8 +284,9 @@ async fn main() {
     }
     for (name, c) in [("16", &c16), ("64", &c64)] {
         println!(
-            "| receiver, {name} connections (mean batch {:.1}) | {:.0} req/s ({:.0} % of the ceiling), p50 {}, p99 {} |",
+            "| receiver, {name} connections (mean batch {:.1}, writer busy {:.0} %) | {:.0} req/s ({:.0} % of the ceiling), p50 {}, p99 {} |",
             c.mean_batch,
+            100.0 * c.writer_busy,
             c.rate,
             100.0 * c.rate / ceiling16,
             ms(c.p50),

@@ -7,8 +7,10 @@
 //! [`MAX_BATCH`]) and stores them in one transaction, so a burst pays one fsync per batch instead
 //! of one per webhook. Each webhook is answered only after its batch committed; if the batch
 //! fails, every webhook in it is answered 503 and Cloudflare retries. At low load a batch is a
-//! single webhook.
+//! single webhook. The writer does not linger for more: waiting 1 or 2 ms for a fuller batch
+//! was measured (BENCHMARKS.md) and made no load faster.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +19,9 @@ use mt_notify::templates::{
     AttackAlert, AutoAdvertisement, GenericAlert, PrefixState, TunnelHealth,
 };
 use mt_notify::{Message, Notifier};
-use mt_store::{ActionTaken, EventType, NewAttackEvent, Store, WebhookInsert, WriteTx};
+use mt_store::{
+    ActionTaken, Advertisement, EventType, NewAttackEvent, PrefixMark, Store, WebhookInsert,
+};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
@@ -63,8 +67,6 @@ pub struct Parsed {
     pub source_ip: Option<String>,
     /// When it arrived.
     pub received_at: DateTime<Utc>,
-    /// The prefix's state, for the message text.
-    pub prefix_state: PrefixState,
 }
 
 /// A webhook on its way to the writer.
@@ -111,13 +113,6 @@ pub async fn ingest(
 ) -> Result<(Outcome, Classified), IngestError> {
     let received_at = state.clock.now();
     let classified = classify(body, &state.config, received_at);
-    // Only for the message text: read before the write lock, a moment's staleness is harmless.
-    let prefix_state = match (&classified.kind, &classified.prefix) {
-        (Kind::Attack { .. }, Some(prefix)) => {
-            prefix_state(&state.store, prefix, received_at).await?
-        }
-        _ => PrefixState::Unknown,
-    };
     let (reply, answer) = oneshot::channel();
     let job = Job {
         parsed: Parsed {
@@ -125,7 +120,6 @@ pub async fn ingest(
             raw: raw.to_owned(),
             source_ip,
             received_at,
-            prefix_state,
         },
         reply,
     };
@@ -156,15 +150,24 @@ async fn write_loop(
         }
         metrics.batches.inc();
         metrics.batched.add(batch.len() as u64);
-        write_batch(batch, &store, &notifier, &archive).await;
+        write_batch(batch, &store, &notifier, &archive, &metrics).await;
     }
 }
 
 /// Stores a batch and answers each webhook: after the commit, or 503 for all if it failed.
-async fn write_batch(batch: Vec<Job>, store: &Store, notifier: &Notifier, archive: &ArchiveWriter) {
+async fn write_batch(
+    batch: Vec<Job>,
+    store: &Store,
+    notifier: &Notifier,
+    archive: &ArchiveWriter,
+    metrics: &crate::Metrics,
+) {
     let (parsed, replies): (Vec<Parsed>, Vec<_>) =
         batch.into_iter().map(|j| (j.parsed, j.reply)).unzip();
-    match store_batch(&parsed, store, notifier).await {
+    let started = std::time::Instant::now();
+    let stored = store_batch(&parsed, store, notifier).await;
+    metrics.batch_time.observe(started.elapsed());
+    match stored {
         Ok(outcomes) => {
             archive.wake();
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
@@ -186,54 +189,104 @@ async fn write_batch(batch: Vec<Job>, store: &Store, notifier: &Notifier, archiv
 /// One transaction (`BEGIN IMMEDIATE`, one WAL fsync at the commit) for the whole batch;
 /// returns each webhook's outcome in order. Public for the benchmark's ceiling, which stores
 /// the same rows without HTTP.
+///
+/// The rows are the ones storing the webhooks one after another would write, in the same
+/// order, with the same duplicates; but each table gets one multi-row statement per batch,
+/// not one per webhook: sqlx's SQLite worker costs a round trip per statement, and those
+/// round trips, not the commit's fsync, are what a batch's time was made of.
 pub async fn store_batch(
     batch: &[Parsed],
     store: &Store,
     notifier: &Notifier,
 ) -> mt_store::Result<Vec<Outcome>> {
+    let rows: Vec<_> = batch
+        .iter()
+        .map(|p| {
+            p.classified.webhook_event(
+                p.received_at,
+                p.source_ip.clone(),
+                "received",
+                p.raw.clone(),
+            )
+        })
+        .collect();
+    let attacked: Vec<&str> = batch
+        .iter()
+        .filter(|p| matches!(p.classified.kind, Kind::Attack { .. }))
+        .filter_map(|p| p.classified.prefix.as_deref())
+        .collect();
     let mut tx = store.begin().await?;
+    let mut effects = Effects {
+        advertisements: tx.advertisements(&attacked).await?,
+        ..Effects::default()
+    };
+    let inserted = tx.insert_webhook_events(&rows).await?;
     let mut outcomes = Vec::with_capacity(batch.len());
-    for parsed in batch {
-        outcomes.push(store_one(&mut tx, parsed, notifier).await?);
+    for (parsed, insert) in batch.iter().zip(inserted) {
+        outcomes.push(match insert {
+            WebhookInsert::Duplicate(id) => Outcome::Duplicate(id),
+            WebhookInsert::Inserted(id) => {
+                let message = derive(&mut effects, parsed, id);
+                effects.messages.push((message, parsed.received_at));
+                Outcome::Accepted(id)
+            }
+        });
     }
+    tx.insert_attack_events(&effects.attack_events).await?;
+    let marks: Vec<_> = effects
+        .marks
+        .iter()
+        .map(|(prefix, mark, at)| (prefix.as_str(), *mark, *at))
+        .collect();
+    tx.mark_prefixes(&marks).await?;
+    notifier
+        .queue_all(&mut tx, effects.messages.iter().map(|(m, at)| (m, *at)))
+        .await?;
     tx.commit().await?;
     Ok(outcomes)
 }
 
-async fn store_one(
-    tx: &mut WriteTx,
-    job: &Parsed,
-    notifier: &Notifier,
-) -> mt_store::Result<Outcome> {
-    let c = &job.classified;
-    let row = c.webhook_event(
-        job.received_at,
-        job.source_ip.clone(),
-        "received",
-        job.raw.clone(),
-    );
-    let inserted = tx.insert_webhook_event(&row).await?;
-    let id = match inserted {
-        WebhookInsert::Duplicate(id) => return Ok(Outcome::Duplicate(id)),
-        WebhookInsert::Inserted(id) => id,
-    };
-    let message = derive(tx, job, id).await?;
-    notifier.queue(tx, &message, job.received_at).await?;
-    Ok(Outcome::Accepted(id))
+/// The rows new webhooks imply, in webhook order, written after them in one statement per
+/// table; and the advertisement of the attacked prefixes, for the messages, as the batch
+/// changes it.
+#[derive(Debug, Default)]
+struct Effects {
+    advertisements: HashMap<String, Advertisement>,
+    attack_events: Vec<NewAttackEvent>,
+    marks: Vec<(String, PrefixMark, DateTime<Utc>)>,
+    messages: Vec<(Message, DateTime<Utc>)>,
 }
 
-/// Writes the rows a webhook implies and returns the message to send.
-async fn derive(tx: &mut WriteTx, job: &Parsed, webhook_id: i64) -> mt_store::Result<Message> {
+impl Effects {
+    /// Queues a mark, and makes the later messages of the batch see it, as they would if each
+    /// webhook were stored on its own: the prefix has a row, advertised if the mark says so.
+    fn mark(&mut self, prefix: &str, mark: PrefixMark, at: DateTime<Utc>) {
+        self.marks.push((prefix.to_owned(), mark, at));
+        let seen = self
+            .advertisements
+            .entry(prefix.to_owned())
+            .or_insert(Advertisement {
+                known: false,
+                advertised: false,
+                last_withdrawal: None,
+            });
+        seen.known = true;
+        seen.advertised |= mark == PrefixMark::Advertised;
+    }
+}
+
+/// Adds the rows a new webhook implies to `effects` and returns the message to send.
+fn derive(effects: &mut Effects, job: &Parsed, webhook_id: i64) -> Message {
     let (c, raw, now) = (&job.classified, job.raw.as_str(), job.received_at);
     match &c.kind {
-        Kind::Test => Ok(Message::Generic(GenericAlert {
+        Kind::Test => Message::Generic(GenericAlert {
             alert_type: None,
             name: Some("Webhook test (Save and Test)".into()),
             text: c.text.clone(),
             policy_name: None,
             event_state: None,
             at: now,
-        })),
+        }),
         Kind::Attack {
             phase,
             start_action,
@@ -242,7 +295,7 @@ async fn derive(tx: &mut WriteTx, job: &Parsed, webhook_id: i64) -> mt_store::Re
                 Phase::Start => (EventType::Start, *start_action),
                 Phase::End => (EventType::End, ActionTaken::NotifiedAutowithdrawHandles),
             };
-            tx.insert_attack_event(&attack_event(
+            effects.attack_events.push(attack_event(
                 webhook_id,
                 c,
                 event_type,
@@ -250,10 +303,9 @@ async fn derive(tx: &mut WriteTx, job: &Parsed, webhook_id: i64) -> mt_store::Re
                 c.prefix.clone(),
                 raw,
                 now,
-            ))
-            .await?;
+            ));
             if let (Phase::Start, Some(prefix)) = (phase, &c.prefix) {
-                tx.mark_prefix_under_attack(prefix, now).await?;
+                effects.mark(prefix, PrefixMark::UnderAttack, now);
             }
             let alert = AttackAlert {
                 alert_type: c.alert_type.clone(),
@@ -269,19 +321,21 @@ async fn derive(tx: &mut WriteTx, job: &Parsed, webhook_id: i64) -> mt_store::Re
                 megabits_per_second: c.megabits_per_second.clone(),
                 severity: c.severity.clone(),
                 at: now,
-                prefix_state: job.prefix_state.clone(),
+                prefix_state: c.prefix.as_deref().map_or(PrefixState::Unknown, |p| {
+                    prefix_state(effects.advertisements.get(p), now)
+                }),
             };
-            Ok(match phase {
+            match phase {
                 Phase::Start => Message::AttackStart(alert),
                 Phase::End => Message::AttackEnd(alert),
-            })
+            }
         }
         Kind::AutoAdvertisement { prefixes, ignored } => {
             for p in prefixes.iter().filter(|p| p.is_advertised()) {
                 let Some(configured) = &p.configured else {
                     continue;
                 };
-                tx.insert_attack_event(&attack_event(
+                effects.attack_events.push(attack_event(
                     webhook_id,
                     c,
                     EventType::Advertise,
@@ -289,14 +343,13 @@ async fn derive(tx: &mut WriteTx, job: &Parsed, webhook_id: i64) -> mt_store::Re
                     Some(configured.clone()),
                     raw,
                     now,
-                ))
-                .await?;
-                tx.mark_prefix_advertised(configured, now).await?;
+                ));
+                effects.mark(configured, PrefixMark::Advertised, now);
             }
             if ignored.total > 0 {
                 tracing::warn!(count = ignored.total, first = ?ignored.named, "auto-advertisement lists entries that are not configured prefixes; kept in the raw body only");
             }
-            Ok(Message::AutoAdvertisement(AutoAdvertisement {
+            Message::AutoAdvertisement(AutoAdvertisement {
                 prefixes: prefixes
                     .iter()
                     .map(|p| {
@@ -310,27 +363,27 @@ async fn derive(tx: &mut WriteTx, job: &Parsed, webhook_id: i64) -> mt_store::Re
                 not_configured_total: ignored.total,
                 policy_name: c.policy_name.clone(),
                 at: now,
-            }))
+            })
         }
         Kind::TunnelHealth {
             ended,
             tunnel,
             state,
-        } => Ok(Message::TunnelHealth(TunnelHealth {
+        } => Message::TunnelHealth(TunnelHealth {
             tunnel: tunnel.clone(),
             state: state.clone(),
             ended: *ended,
             text: c.text.clone(),
             at: now,
-        })),
-        Kind::Other => Ok(Message::Generic(GenericAlert {
+        }),
+        Kind::Other => Message::Generic(GenericAlert {
             alert_type: c.alert_type.clone(),
             name: c.name.clone(),
             text: c.text.clone(),
             policy_name: c.policy_name.clone(),
             event_state: c.event_state.clone(),
             at: now,
-        })),
+        }),
     }
 }
 
@@ -381,26 +434,22 @@ fn attack_event(
     }
 }
 
-/// Whether `prefix` is advertised, as autowithdraw last recorded it, and when a withdrawn one
-/// may be re-advertised.
-async fn prefix_state(
-    store: &Store,
-    prefix: &str,
-    now: DateTime<Utc>,
-) -> mt_store::Result<PrefixState> {
-    let Some(row) = store.prefix_calm_status(prefix).await? else {
-        return Ok(PrefixState::Unknown);
-    };
-    if row.advertised {
-        return Ok(PrefixState::Advertised);
+/// What an attack message says of its prefix: whether it is advertised, as autowithdraw (or
+/// an auto-advertisement webhook) last recorded it, and when a withdrawn one may be
+/// re-advertised.
+fn prefix_state(seen: Option<&Advertisement>, now: DateTime<Utc>) -> PrefixState {
+    match seen {
+        None | Some(Advertisement { known: false, .. }) => PrefixState::Unknown,
+        Some(Advertisement {
+            advertised: true, ..
+        }) => PrefixState::Advertised,
+        Some(Advertisement {
+            last_withdrawal, ..
+        }) => {
+            let hold = chrono::Duration::from_std(READVERTISE_HOLD).unwrap_or_default();
+            PrefixState::Withdrawn {
+                readvertise_allowed_at: last_withdrawal.map(|t| t + hold).filter(|t| *t > now),
+            }
+        }
     }
-    let hold = chrono::Duration::from_std(READVERTISE_HOLD).unwrap_or_default();
-    let allowed = store
-        .last_withdrawal_at(prefix)
-        .await?
-        .map(|t| t + hold)
-        .filter(|t| *t > now);
-    Ok(PrefixState::Withdrawn {
-        readvertise_allowed_at: allowed,
-    })
 }

@@ -80,6 +80,9 @@ pub struct Metrics {
     pub batches: Counter,
     /// Webhooks those transactions held (with `batches`: the mean batch size).
     pub batched: Counter,
+    /// Time each of those transactions took, `BEGIN` to commit (its sum's rate is how busy the
+    /// writer is: near 1, webhooks queue for the disk).
+    pub batch_time: Histogram,
 }
 
 impl Default for Metrics {
@@ -92,6 +95,7 @@ impl Default for Metrics {
             open_connections: mt_common::listener::OpenConnections::default(),
             batches: Counter::default(),
             batched: Counter::default(),
+            batch_time: Histogram::new(LATENCY_BUCKETS),
         }
     }
 }
@@ -403,6 +407,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
             "mt_webhook_batched_total",
             "Webhooks written by those transactions (divided by the batches: the mean batch size).",
             m.batched.get(),
+        )
+        .histogram(
+            "mt_webhook_batch_duration_seconds",
+            "Time of each group-commit transaction, BEGIN to durable commit (rate of the sum: how busy the writer is).",
+            &m.batch_time,
         )
         .gauge(
             "mt_webhook_open_connections",

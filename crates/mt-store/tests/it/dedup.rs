@@ -232,3 +232,68 @@ proptest! {
         })?;
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Over generated histories cut into generated batches: storing each batch with one
+    /// `insert_webhook_events` gives every webhook the outcome, and leaves exactly the rows,
+    /// that storing them one after another does (the receiver's group commit relies on it;
+    /// duplicates inside one batch included).
+    #[test]
+    fn a_batch_stores_what_one_after_another_stores(
+        legacy in legacy(),
+        steps in prop::collection::vec(step(), 1..32),
+        cuts in prop::collection::vec(1usize..8, 1..32),
+    ) {
+        let mut last: Option<NewWebhookEvent> = None;
+        let mut webhooks = Vec::new();
+        for step in steps {
+            let w = match (step, &last) {
+                (Step::Deliver(id, state, payload), _) => webhook(id, state, payload),
+                (Step::Redeliver, Some(previous)) => previous.clone(),
+                (Step::Redeliver, None) => continue,
+            };
+            last = Some(w.clone());
+            webhooks.push(w);
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let sql: String = legacy.iter().map(|(id, state, payload)| format!(
+                "INSERT OR IGNORE INTO webhook_events (alert_id, event_state, payload) VALUES ('{id}', {}, '{payload}');\n",
+                state.map_or("NULL".to_owned(), |s| format!("'{s}'")),
+            )).collect();
+            let (one, batched) = (TestDb::new(), TestDb::new());
+            let (one_store, batched_store) = (one.open().await, batched.open().await);
+            if !sql.is_empty() {
+                sqlite3(&one.path, "list", &sql);
+                sqlite3(&batched.path, "list", &sql);
+            }
+            let mut expected = Vec::new();
+            for w in &webhooks {
+                expected.push(one_store.log_webhook_event(w).await.unwrap());
+            }
+            let mut got = Vec::new();
+            let mut rest = webhooks.as_slice();
+            for cut in cuts.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (batch, tail) = rest.split_at((*cut).min(rest.len()));
+                let mut tx = batched_store.begin().await.unwrap();
+                got.extend(tx.insert_webhook_events(batch).await.unwrap());
+                tx.commit().await.unwrap();
+                rest = tail;
+            }
+            prop_assert_eq!(&got, &expected, "outcomes");
+            prop_assert_eq!(
+                batched_store.webhook_events(1000, None, None).await.unwrap(),
+                one_store.webhook_events(1000, None, None).await.unwrap(),
+                "stored rows"
+            );
+            one_store.close().await;
+            batched_store.close().await;
+            Ok(())
+        })?;
+    }
+}

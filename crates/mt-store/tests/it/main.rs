@@ -6,5 +6,6 @@ mod common;
 mod concurrency;
 mod dedup;
 mod legacy;
+mod marks;
 mod reports;
 mod seed_queries;

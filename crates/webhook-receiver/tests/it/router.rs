@@ -647,7 +647,8 @@ fn inode(path: &std::path::Path) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_archive_writer_catches_up_after_being_stopped_mid_backlog() {
     let app = TestApp::new().await;
-    let total = 2_000;
+    // Three full batches and some: the writer is stopped after its first or second.
+    let total = 3 * webhook_receiver::archive::BATCH as usize + 100;
     for n in 0..total {
         let (status, _) = app.post(&start_body(n)).await;
         assert_eq!(status, StatusCode::OK);
