@@ -260,7 +260,7 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let sql: String = legacy.iter().map(|(id, state, payload)| format!(
-                "INSERT OR IGNORE INTO webhook_events (alert_id, event_state, payload) VALUES ('{id}', {}, '{payload}');\n",
+                "INSERT OR IGNORE INTO webhook_events (received_at, alert_id, event_state, payload) VALUES ('2026-01-01 00:00:00', '{id}', {}, '{payload}');\n",
                 state.map_or("NULL".to_owned(), |s| format!("'{s}'")),
             )).collect();
             let (one, batched) = (TestDb::new(), TestDb::new());
