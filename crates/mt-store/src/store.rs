@@ -8,7 +8,7 @@ use std::time::Duration;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{ConnectOptions as _, Connection as _, SqlitePool};
 
 use crate::migrate::{self, SchemaStatus};
 use crate::{Error, Result};
@@ -59,7 +59,13 @@ pub struct Store {
     /// handler waits by sleeping 1, 2, 5, 10… ms, which under contention between our own
     /// connections costs far more than the transactions themselves. The busy timeout then only
     /// arbitrates between processes.
-    writer: Arc<tokio::sync::Mutex<()>>,
+    ///
+    /// The slot holds the process's write connection, kept out of the pool: a pooled
+    /// connection costs two more round trips to its SQLite thread per transaction (the pool's
+    /// liveness pings on acquire and on release), which is a third of the receiver's group
+    /// commit (issue #22). `None` until the first write, and again after a failure, so a
+    /// connection in doubt is closed (SQLite then rolls back) and the next write opens anew.
+    writer: Arc<tokio::sync::Mutex<Option<SqliteConnection>>>,
     database_clock: Option<mt_common::SharedClock>,
 }
 
@@ -177,7 +183,7 @@ impl Store {
                 pool,
                 path: Arc::new(path),
                 schema: Arc::new(schema),
-                writer: Arc::new(tokio::sync::Mutex::new(())),
+                writer: Arc::new(tokio::sync::Mutex::new(None)),
                 database_clock: options.database_clock.clone(),
             }),
             Err(e) => {
@@ -203,11 +209,19 @@ impl Store {
     /// Only one `WriteTx` of a process exists at a time (they queue in FIFO order); a task
     /// holding one must not call `begin` again before committing or dropping it.
     pub async fn begin(&self) -> Result<WriteTx> {
-        let guard = self.writer.clone().lock_owned().await;
+        let mut slot = self.writer.clone().lock_owned().await;
+        if self.pool.is_closed() {
+            return Err(sqlx::Error::PoolClosed.into());
+        }
+        let mut conn = match slot.take() {
+            Some(conn) => conn,
+            None => self.pool.connect_options().connect().await?,
+        };
+        // On failure the connection is dropped: one that cannot begin is not trusted again.
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await?;
         Ok(WriteTx {
-            tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            open: Some(Open { conn, slot }),
             database_clock: self.database_clock.clone(),
-            _writer: guard,
         })
     }
 
@@ -266,6 +280,11 @@ impl Store {
     /// Closes every connection (checkpointing the WAL when this was the last user).
     pub async fn close(&self) {
         self.pool.close().await;
+        // A transaction still open keeps its connection until it ends; `begin` refuses from now.
+        let idle = self.writer.try_lock().ok().and_then(|mut slot| slot.take());
+        if let Some(conn) = idle {
+            conn.close().await.ok();
+        }
     }
 
     pub(crate) fn pool(&self) -> &SqlitePool {
@@ -311,12 +330,59 @@ fn create_group_writable(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// A write transaction (`BEGIN IMMEDIATE`). Dropped without [`WriteTx::commit`], it rolls back.
+/// A write transaction (`BEGIN IMMEDIATE`) on the process's write connection. Dropped without
+/// [`WriteTx::commit`], it rolls back.
 pub struct WriteTx {
-    // Declared first: dropped (rolled back) before the writer slot is released.
-    tx: Transaction<'static, Sqlite>,
+    /// `Some` from `begin` until `commit`, `rollback` or drop takes it.
+    open: Option<Open>,
     database_clock: Option<mt_common::SharedClock>,
-    _writer: tokio::sync::OwnedMutexGuard<()>,
+}
+
+/// The write connection, out of its slot while the transaction is open. Whoever ends the
+/// transaction puts it back, or drops it (closing it rolls back) if ending failed.
+struct Open {
+    conn: SqliteConnection,
+    slot: tokio::sync::OwnedMutexGuard<Option<SqliteConnection>>,
+}
+
+impl Open {
+    /// Ends the transaction with `statement` (`COMMIT` or `ROLLBACK`). The connection goes back
+    /// to its slot if that worked or if a `ROLLBACK` after it did; else it is closed.
+    async fn end(mut self, statement: &'static str) -> Result<()> {
+        match sqlx::query(statement).execute(&mut self.conn).await {
+            Ok(_) => {
+                *self.slot = Some(self.conn);
+                Ok(())
+            }
+            Err(e) => {
+                if sqlx::query("ROLLBACK")
+                    .execute(&mut self.conn)
+                    .await
+                    .is_ok()
+                {
+                    *self.slot = Some(self.conn);
+                }
+                Err(e.into())
+            }
+        }
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        let Some(open) = self.open.take() else {
+            return;
+        };
+        // The slot stays locked until the rollback is done. Without a runtime the connection is
+        // dropped instead: SQLite rolls back when it closes, and the next `begin` reconnects.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = open.end("ROLLBACK").await {
+                    tracing::warn!(error = %e, "rolling back a dropped write transaction failed");
+                }
+            });
+        }
+    }
 }
 
 impl fmt::Debug for WriteTx {
@@ -327,19 +393,28 @@ impl fmt::Debug for WriteTx {
 
 impl WriteTx {
     /// Makes every write of this transaction durable.
-    pub async fn commit(self) -> Result<()> {
-        self.tx.commit().await?;
-        Ok(())
+    pub async fn commit(mut self) -> Result<()> {
+        match self.open.take() {
+            Some(open) => open.end("COMMIT").await,
+            None => Err(Error::Invalid("the write transaction has ended".into())),
+        }
     }
 
     /// Discards every write of this transaction.
-    pub async fn rollback(self) -> Result<()> {
-        self.tx.rollback().await?;
-        Ok(())
+    pub async fn rollback(mut self) -> Result<()> {
+        match self.open.take() {
+            Some(open) => open.end("ROLLBACK").await,
+            None => Err(Error::Invalid("the write transaction has ended".into())),
+        }
     }
 
     pub(crate) fn conn(&mut self) -> &mut SqliteConnection {
-        &mut self.tx
+        // `open` is only taken by `commit`, `rollback` and `drop`, which consume the WriteTx.
+        &mut self
+            .open
+            .as_mut()
+            .expect("a WriteTx's connection is present until it ends")
+            .conn
     }
 
     /// The database's clock, in Unix milliseconds (SPEC §7.9: it judges lease expiry).
@@ -353,5 +428,101 @@ impl WriteTx {
         .fetch_one(self.conn())
         .await?;
         Ok(ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn count(store: &Store) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+    }
+
+    /// A table whose foreign key is checked at COMMIT, so a commit can be made to fail.
+    async fn with_deferred_table(store: &Store) {
+        let mut tx = store.begin().await.unwrap();
+        sqlx::query(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, \
+             parent INTEGER REFERENCES t(id) DEFERRABLE INITIALLY DEFERRED)",
+        )
+        .execute(tx.conn())
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_rolls_back_and_the_next_transaction_begins() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&OpenOptions::new(dir.path().join("t.db")))
+            .await
+            .unwrap();
+        with_deferred_table(&store).await;
+        let mut tx = store.begin().await.unwrap();
+        sqlx::query("INSERT INTO t (id, parent) VALUES (1, 99)")
+            .execute(tx.conn())
+            .await
+            .unwrap();
+        let err = tx.commit().await.unwrap_err();
+        assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
+        assert_eq!(count(&store).await, 0);
+        let mut tx = store.begin().await.unwrap();
+        sqlx::query("INSERT INTO t (id, parent) VALUES (1, NULL)")
+            .execute(tx.conn())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(count(&store).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_transaction_releases_the_write_lock_to_other_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = Store::open(&OpenOptions::new(&path)).await.unwrap();
+        with_deferred_table(&store).await;
+        let mut tx = store.begin().await.unwrap();
+        sqlx::query("INSERT INTO t (id) VALUES (1)")
+            .execute(tx.conn())
+            .await
+            .unwrap();
+        drop(tx);
+        // Another process's writer gets the lock once the rollback has run (it would time out
+        // if the dropped transaction kept it).
+        let other = Store::open(&OpenOptions {
+            busy_timeout: Duration::from_secs(5),
+            ..OpenOptions::new(&path)
+        })
+        .await
+        .unwrap();
+        let mut tx = other.begin().await.unwrap();
+        sqlx::query("INSERT INTO t (id) VALUES (2)")
+            .execute(tx.conn())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM t")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(ids, vec![2]);
+        // And this process writes again on its own connection.
+        store.begin().await.unwrap().commit().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_closed_store_begins_no_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&OpenOptions::new(dir.path().join("t.db")))
+            .await
+            .unwrap();
+        store.begin().await.unwrap().commit().await.unwrap();
+        store.close().await;
+        let err = store.begin().await.unwrap_err();
+        assert!(err.to_string().contains("closed"), "{err}");
     }
 }
