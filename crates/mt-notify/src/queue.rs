@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use mt_common::config::TelegramConfig;
-use mt_store::{NewNotification, WriteTx};
+use mt_store::{NewNotification, WriteTx, Writes};
 
 use crate::{MAX_MESSAGE_CHARS, Message};
 
@@ -49,15 +49,45 @@ impl Notifier {
         tx: &mut WriteTx,
         messages: impl IntoIterator<Item = (&'m Message, DateTime<Utc>)>,
     ) -> mt_store::Result<Vec<i64>> {
-        let parts: Vec<(&Message, DateTime<Utc>, String)> = messages
+        let parts = self.parts(messages);
+        if parts.is_empty() {
+            return Ok(Vec::new());
+        }
+        tx.enqueue_notifications(&self.rows(&parts)).await
+    }
+
+    /// Queues the same rows as [`Notifier::queue_all`] in `writes`, to go with the commit
+    /// ([`WriteTx::commit_with`]): the receiver's group commit, which reads no ids.
+    pub fn queue_into<'m>(
+        &self,
+        writes: &mut Writes,
+        messages: impl IntoIterator<Item = (&'m Message, DateTime<Utc>)>,
+    ) {
+        let parts = self.parts(messages);
+        writes.notifications(&self.rows(&parts));
+    }
+
+    /// Each message rendered, split into parts of at most one Telegram message, in order.
+    fn parts<'m>(
+        &self,
+        messages: impl IntoIterator<Item = (&'m Message, DateTime<Utc>)>,
+    ) -> Vec<(&'m Message, DateTime<Utc>, String)> {
+        messages
             .into_iter()
             .flat_map(|(message, now)| {
                 split_message(&message.render(&self.org_name), MAX_MESSAGE_CHARS)
                     .into_iter()
                     .map(move |part| (message, now, part))
             })
-            .collect();
-        let rows: Vec<NewNotification<'_>> = parts
+            .collect()
+    }
+
+    /// The outbox rows of `parts`, for the configured chat.
+    fn rows<'a>(
+        &'a self,
+        parts: &'a [(&Message, DateTime<Utc>, String)],
+    ) -> Vec<NewNotification<'a>> {
+        parts
             .iter()
             .map(|(message, now, part)| NewNotification {
                 chat_id: &self.chat_id,
@@ -67,11 +97,7 @@ impl Notifier {
                 parse_mode: PARSE_MODE,
                 created_at: *now,
             })
-            .collect();
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        tx.enqueue_notifications(&rows).await
+            .collect()
     }
 }
 

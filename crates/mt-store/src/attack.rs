@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use mt_common::timefmt::to_db;
 use serde::Serialize;
 
-use crate::{ActionTaken, EventType, Result, Store, WriteTx};
+use crate::{ActionTaken, EventType, Result, Store, WriteTx, Writes};
 
 /// A new `attack_events` row.
 #[derive(Debug, Clone)]
@@ -157,46 +157,58 @@ impl WriteTx {
     pub async fn insert_attack_events(&mut self, events: &[NewAttackEvent]) -> Result<Vec<i64>> {
         let mut ids = Vec::with_capacity(events.len());
         for chunk in events.chunks(ATTACK_BATCH_ROWS) {
-            // Only placeholders are interpolated: every value is bound.
-            let mut sql = String::from(
-                "INSERT INTO attack_events (event_type, alert_type, attack_id, policy_id, \
-                 policy_name, prefix, target_ip, target_port, protocol, attack_vector, \
-                 packets_per_second, megabits_per_second, severity, action_taken, raw_payload, \
-                 created_at) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
-            }
-            sql.push_str(" RETURNING id");
-            let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
-            for e in chunk {
-                query = query
-                    .bind(e.event_type.as_str())
-                    .bind(&e.alert_type)
-                    .bind(&e.attack_id)
-                    .bind(&e.policy_id)
-                    .bind(&e.policy_name)
-                    .bind(&e.prefix)
-                    .bind(&e.target_ip)
-                    .bind(e.target_port)
-                    .bind(&e.protocol)
-                    .bind(&e.attack_vector)
-                    .bind(&e.packets_per_second)
-                    .bind(&e.megabits_per_second)
-                    .bind(&e.severity)
-                    .bind(e.action_taken.as_str())
-                    .bind(&e.raw_payload)
-                    .bind(to_db(e.created_at));
-            }
-            let mut chunk_ids = query.fetch_all(self.conn()).await?;
+            let mut writes = Writes::new();
+            attack_events_statement(&mut writes, chunk, " RETURNING id");
+            let (sql, args) = writes.finish(None)?;
+            let mut chunk_ids: Vec<i64> = sqlx::query_scalar_with(sql, args)
+                .fetch_all(self.conn())
+                .await?;
             // RETURNING's order is unspecified; the rows take increasing ids in VALUES order.
             chunk_ids.sort_unstable();
             ids.extend(chunk_ids);
         }
         Ok(ids)
+    }
+}
+
+impl Writes {
+    /// Queues [`WriteTx::insert_attack_events`], its ids unread.
+    pub fn attack_events(&mut self, events: &[NewAttackEvent]) -> &mut Self {
+        for chunk in events.chunks(ATTACK_BATCH_ROWS) {
+            attack_events_statement(self, chunk, "");
+        }
+        self
+    }
+}
+
+/// The one `attack_events` INSERT: `events` in VALUES order, then `tail`.
+fn attack_events_statement(writes: &mut Writes, events: &[NewAttackEvent], tail: &str) {
+    writes.rows(
+        "INSERT INTO attack_events (event_type, alert_type, attack_id, policy_id, policy_name, \
+         prefix, target_ip, target_port, protocol, attack_vector, packets_per_second, \
+         megabits_per_second, severity, action_taken, raw_payload, created_at) VALUES ",
+        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        events.len(),
+        tail,
+    );
+    for e in events {
+        writes
+            .bind(e.event_type.as_str())
+            .bind(&e.alert_type)
+            .bind(&e.attack_id)
+            .bind(&e.policy_id)
+            .bind(&e.policy_name)
+            .bind(&e.prefix)
+            .bind(&e.target_ip)
+            .bind(e.target_port)
+            .bind(&e.protocol)
+            .bind(&e.attack_vector)
+            .bind(&e.packets_per_second)
+            .bind(&e.megabits_per_second)
+            .bind(&e.severity)
+            .bind(e.action_taken.as_str())
+            .bind(&e.raw_payload)
+            .bind(to_db(e.created_at));
     }
 }
 

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use mt_common::timefmt::to_db;
 use serde::Serialize;
 
-use crate::{Result, Store, WriteTx};
+use crate::{Result, Store, WriteTx, Writes};
 
 /// One prefix's calm status.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
@@ -189,35 +189,44 @@ impl WriteTx {
         marks: &[(&str, PrefixMark, DateTime<Utc>)],
     ) -> Result<()> {
         for chunk in marks.chunks(MARK_BATCH_ROWS) {
-            // Only placeholders are interpolated: every value is bound.
-            let mut sql = String::from(
-                "INSERT INTO prefix_calm_status (prefix, advertised, under_attack, calm_since, \
-                 updated_at) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str("(?,?,?,NULL,?)");
-            }
-            sql.push_str(
-                " ON CONFLICT(prefix) DO UPDATE SET \
-                 advertised = CASE WHEN excluded.advertised = 1 THEN 1 ELSE advertised END, \
-                 under_attack = CASE WHEN excluded.under_attack = 1 THEN 1 ELSE under_attack END, \
-                 calm_since = CASE WHEN excluded.under_attack = 1 THEN NULL ELSE calm_since END",
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (prefix, mark, at) in chunk {
-                let under_attack = *mark == PrefixMark::UnderAttack;
-                query = query
-                    .bind(*prefix)
-                    .bind(i64::from(!under_attack))
-                    .bind(i64::from(under_attack))
-                    .bind(to_db(*at));
-            }
-            query.execute(self.conn()).await?;
+            let mut writes = Writes::new();
+            prefix_marks_statement(&mut writes, chunk);
+            let (sql, args) = writes.finish(None)?;
+            sqlx::query_with(sql, args).execute(self.conn()).await?;
         }
         Ok(())
+    }
+}
+
+impl Writes {
+    /// Queues [`WriteTx::mark_prefixes`].
+    pub fn prefix_marks(&mut self, marks: &[(&str, PrefixMark, DateTime<Utc>)]) -> &mut Self {
+        for chunk in marks.chunks(MARK_BATCH_ROWS) {
+            prefix_marks_statement(self, chunk);
+        }
+        self
+    }
+}
+
+/// The one upsert of marks (see [`WriteTx::mark_prefixes`]).
+fn prefix_marks_statement(writes: &mut Writes, marks: &[(&str, PrefixMark, DateTime<Utc>)]) {
+    writes.rows(
+        "INSERT INTO prefix_calm_status (prefix, advertised, under_attack, calm_since, \
+         updated_at) VALUES ",
+        "(?,?,?,NULL,?)",
+        marks.len(),
+        " ON CONFLICT(prefix) DO UPDATE SET \
+         advertised = CASE WHEN excluded.advertised = 1 THEN 1 ELSE advertised END, \
+         under_attack = CASE WHEN excluded.under_attack = 1 THEN 1 ELSE under_attack END, \
+         calm_since = CASE WHEN excluded.under_attack = 1 THEN NULL ELSE calm_since END",
+    );
+    for (prefix, mark, at) in marks {
+        let under_attack = *mark == PrefixMark::UnderAttack;
+        writes
+            .bind(*prefix)
+            .bind(i64::from(!under_attack))
+            .bind(i64::from(under_attack))
+            .bind(to_db(*at));
     }
 }
 

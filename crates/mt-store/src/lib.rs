@@ -28,6 +28,7 @@ mod store;
 mod vocab;
 mod webhook;
 mod withdrawal;
+mod writes;
 
 pub use analytics::{AnalyticsEvent, NewAnalyticsEvent, event_hash};
 pub use attack::{AttackEvent, NewAttackEvent};
@@ -54,3 +55,4 @@ pub use webhook::{
 pub use withdrawal::{
     NewPendingWithdrawal, NewWithdrawal, PendingWithdrawal, Withdrawal, WithdrawalWrite,
 };
+pub use writes::Writes;

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use mt_common::timefmt::to_db;
 use serde::Serialize;
 
-use crate::{Fence, Result, Store, WriteTx};
+use crate::{Fence, Result, Store, WriteTx, Writes};
 
 /// A message to queue. The text is already rendered for `parse_mode` and at most one Telegram
 /// message long.
@@ -144,36 +144,49 @@ impl WriteTx {
     pub async fn enqueue_notifications(&mut self, ns: &[NewNotification<'_>]) -> Result<Vec<i64>> {
         let mut ids = Vec::with_capacity(ns.len());
         for chunk in ns.chunks(OUTBOX_BATCH_ROWS) {
-            // Only placeholders are interpolated: every value is bound.
-            let mut sql = String::from(
-                "INSERT INTO notification_outbox (chat_id, kind, priority, text, parse_mode, \
-                 created_at, next_attempt_at) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str("(?,?,?,?,?,?,?)");
-            }
-            sql.push_str(" RETURNING id");
-            let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
-            for n in chunk {
-                let at = to_db(n.created_at);
-                query = query
-                    .bind(n.chat_id)
-                    .bind(n.kind)
-                    .bind(n.priority)
-                    .bind(n.text)
-                    .bind(n.parse_mode)
-                    .bind(at.clone())
-                    .bind(at);
-            }
-            let mut chunk_ids = query.fetch_all(self.conn()).await?;
+            let mut writes = Writes::new();
+            notifications_statement(&mut writes, chunk, " RETURNING id");
+            let (sql, args) = writes.finish(None)?;
+            let mut chunk_ids: Vec<i64> = sqlx::query_scalar_with(sql, args)
+                .fetch_all(self.conn())
+                .await?;
             // RETURNING's order is unspecified; the rows take increasing ids in VALUES order.
             chunk_ids.sort_unstable();
             ids.extend(chunk_ids);
         }
         Ok(ids)
+    }
+}
+
+impl Writes {
+    /// Queues [`WriteTx::enqueue_notifications`], its ids unread.
+    pub fn notifications(&mut self, ns: &[NewNotification<'_>]) -> &mut Self {
+        for chunk in ns.chunks(OUTBOX_BATCH_ROWS) {
+            notifications_statement(self, chunk, "");
+        }
+        self
+    }
+}
+
+/// The one outbox INSERT: `ns` in VALUES order, then `tail`.
+fn notifications_statement(writes: &mut Writes, ns: &[NewNotification<'_>], tail: &str) {
+    writes.rows(
+        "INSERT INTO notification_outbox (chat_id, kind, priority, text, parse_mode, \
+         created_at, next_attempt_at) VALUES ",
+        "(?,?,?,?,?,?,?)",
+        ns.len(),
+        tail,
+    );
+    for n in ns {
+        let at = to_db(n.created_at);
+        writes
+            .bind(n.chat_id)
+            .bind(n.kind)
+            .bind(n.priority)
+            .bind(n.text)
+            .bind(n.parse_mode)
+            .bind(at.clone())
+            .bind(at);
     }
 }
 

@@ -11,6 +11,7 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions as _, Connection as _, SqlitePool};
 
 use crate::migrate::{self, SchemaStatus};
+use crate::writes::Writes;
 use crate::{Error, Result};
 
 /// How to open the database.
@@ -346,11 +347,20 @@ struct Open {
 }
 
 impl Open {
-    /// Ends the transaction with `statement` (`COMMIT` or `ROLLBACK`). The connection goes back
-    /// to its slot if that worked or if a `ROLLBACK` after it did; else it is closed.
-    async fn end(mut self, statement: &'static str) -> Result<()> {
-        match sqlx::query(statement).execute(&mut self.conn).await {
-            Ok(_) => {
+    /// Runs `writes` then `last` (`COMMIT` or `ROLLBACK`), in one round trip. The connection
+    /// goes back to its slot if that worked or if a `ROLLBACK` after the failure did (a failed
+    /// statement stops the ones after it, `last` included); else it is closed.
+    async fn end(mut self, writes: Writes, last: &'static str) -> Result<()> {
+        let ended = match writes.finish(Some(last)) {
+            Ok((sql, args)) => sqlx::query_with(sql, args)
+                .execute(&mut self.conn)
+                .await
+                .map(drop)
+                .map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        match ended {
+            Ok(()) => {
                 *self.slot = Some(self.conn);
                 Ok(())
             }
@@ -362,7 +372,7 @@ impl Open {
                 {
                     *self.slot = Some(self.conn);
                 }
-                Err(e.into())
+                Err(e)
             }
         }
     }
@@ -377,7 +387,7 @@ impl Drop for WriteTx {
         // dropped instead: SQLite rolls back when it closes, and the next `begin` reconnects.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                if let Err(e) = open.end("ROLLBACK").await {
+                if let Err(e) = open.end(Writes::new(), "ROLLBACK").await {
                     tracing::warn!(error = %e, "rolling back a dropped write transaction failed");
                 }
             });
@@ -393,9 +403,15 @@ impl fmt::Debug for WriteTx {
 
 impl WriteTx {
     /// Makes every write of this transaction durable.
-    pub async fn commit(mut self) -> Result<()> {
+    pub async fn commit(self) -> Result<()> {
+        self.commit_with(Writes::new()).await
+    }
+
+    /// Runs `writes` and commits, in one round trip to SQLite's thread. If a statement
+    /// fails, nothing of the transaction is kept and its error is returned.
+    pub async fn commit_with(mut self, writes: Writes) -> Result<()> {
         match self.open.take() {
-            Some(open) => open.end("COMMIT").await,
+            Some(open) => open.end(writes, "COMMIT").await,
             None => Err(Error::Invalid("the write transaction has ended".into())),
         }
     }
@@ -403,13 +419,15 @@ impl WriteTx {
     /// Discards every write of this transaction.
     pub async fn rollback(mut self) -> Result<()> {
         match self.open.take() {
-            Some(open) => open.end("ROLLBACK").await,
+            Some(open) => open.end(Writes::new(), "ROLLBACK").await,
             None => Err(Error::Invalid("the write transaction has ended".into())),
         }
     }
 
+    // `open` is only taken by `commit`, `rollback` and `drop`, which consume the WriteTx: no
+    // caller can see it empty.
+    #[allow(clippy::expect_used)]
     pub(crate) fn conn(&mut self) -> &mut SqliteConnection {
-        // `open` is only taken by `commit`, `rollback` and `drop`, which consume the WriteTx.
         &mut self
             .open
             .as_mut()
@@ -477,6 +495,45 @@ mod tests {
             .unwrap();
         tx.commit().await.unwrap();
         assert_eq!(count(&store).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_with_the_commit_keeps_nothing_of_the_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&OpenOptions::new(dir.path().join("t.db")))
+            .await
+            .unwrap();
+        with_deferred_table(&store).await;
+        let mut tx = store.begin().await.unwrap();
+        sqlx::query("INSERT INTO t (id) VALUES (1)")
+            .execute(tx.conn())
+            .await
+            .unwrap();
+        let mut writes = Writes::new();
+        writes
+            .rows("INSERT INTO t (id) VALUES ", "(?)", 1, "")
+            .bind(2);
+        writes
+            .rows("INSERT INTO t (id) VALUES ", "(?)", 1, "")
+            .bind(1);
+        writes
+            .rows("INSERT INTO t (id) VALUES ", "(?)", 1, "")
+            .bind(3);
+        let err = tx.commit_with(writes).await.unwrap_err();
+        assert!(err.to_string().contains("UNIQUE"), "{err}");
+        assert_eq!(count(&store).await, 0);
+        let mut tx = store.begin().await.unwrap();
+        let mut writes = Writes::new();
+        writes
+            .rows("INSERT INTO t (id) VALUES ", "(?)", 2, "")
+            .bind(1)
+            .bind(2);
+        sqlx::query("INSERT INTO t (id) VALUES (3)")
+            .execute(tx.conn())
+            .await
+            .unwrap();
+        tx.commit_with(writes).await.unwrap();
+        assert_eq!(count(&store).await, 3);
     }
 
     #[tokio::test]

@@ -20,7 +20,7 @@ use mt_notify::templates::{
 };
 use mt_notify::{Message, Notifier};
 use mt_store::{
-    ActionTaken, Advertisement, EventType, NewAttackEvent, PrefixMark, Store, WebhookInsert,
+    ActionTaken, Advertisement, EventType, NewAttackEvent, PrefixMark, Store, WebhookInsert, Writes,
 };
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -232,17 +232,18 @@ pub async fn store_batch(
             }
         });
     }
-    tx.insert_attack_events(&effects.attack_events).await?;
+    // Nothing below is read back: it goes with the COMMIT, in one round trip.
     let marks: Vec<_> = effects
         .marks
         .iter()
         .map(|(prefix, mark, at)| (prefix.as_str(), *mark, *at))
         .collect();
-    tx.mark_prefixes(&marks).await?;
-    notifier
-        .queue_all(&mut tx, effects.messages.iter().map(|(m, at)| (m, *at)))
-        .await?;
-    tx.commit().await?;
+    let mut writes = Writes::new();
+    writes
+        .attack_events(&effects.attack_events)
+        .prefix_marks(&marks);
+    notifier.queue_into(&mut writes, effects.messages.iter().map(|(m, at)| (m, *at)));
+    tx.commit_with(writes).await?;
     Ok(outcomes)
 }
 

@@ -9,3 +9,4 @@ mod legacy;
 mod marks;
 mod reports;
 mod seed_queries;
+mod writes;
