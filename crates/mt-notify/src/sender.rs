@@ -474,7 +474,7 @@ impl Sender {
     }
 
     /// Telegram disabled (or no chat): writes the waiting messages to the log and marks them,
-    /// a batch per transaction.
+    /// a batch per transaction, at most one partial batch per poll interval.
     async fn log_only(&mut self, fence: &mt_store::Fence) -> mt_store::Result<Turn> {
         let batch = self.store.queued_notifications(LOG_BATCH).await?;
         let mut ids = Vec::with_capacity(batch.len());
@@ -488,7 +488,14 @@ impl Sender {
         self.store
             .mark_notifications_logged(fence, &ids, self.clock.now())
             .await?;
-        Ok(Turn::Again)
+        // A full batch: more are waiting. Else the queue was drained: look again after the
+        // poll interval, not at once. Marking each group commit's few messages in a
+        // transaction of their own doubled the receiver's fsyncs under load (issue #22).
+        Ok(if batch.len() >= LOG_BATCH as usize {
+            Turn::Again
+        } else {
+            Turn::Idle
+        })
     }
 
     /// Takes or renews the lease when needed: when not held, when half of it is used, or

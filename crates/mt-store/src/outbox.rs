@@ -261,19 +261,19 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
-        let at = to_db(at);
+        let ids = serde_json::to_string(ids).map_err(|e| crate::Error::Invalid(e.to_string()))?;
         let mut tx = self.begin().await?;
         tx.check_fence(fence).await?;
-        for id in ids {
-            sqlx::query(
-                "UPDATE notification_outbox SET status = 'logged', sent_at = ?2 \
-                 WHERE id = ?1 AND status = 'queued'",
-            )
-            .bind(id)
-            .bind(&at)
-            .execute(tx.conn())
-            .await?;
-        }
+        // One statement, not one per message: this transaction holds the process's write slot,
+        // and the receiver's group commit waits for it (issue #22).
+        sqlx::query(
+            "UPDATE notification_outbox SET status = 'logged', sent_at = ?2 \
+             WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'queued'",
+        )
+        .bind(ids)
+        .bind(to_db(at))
+        .execute(tx.conn())
+        .await?;
         tx.commit().await
     }
 
