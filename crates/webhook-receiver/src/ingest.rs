@@ -90,17 +90,28 @@ impl std::fmt::Debug for Job {
 }
 
 impl Writer {
-    /// Starts the writer task; it ends when every handle is dropped. `archive` is woken after
+    /// Starts the writer; it ends when every handle is dropped. `archive` is woken after
     /// every commit.
+    ///
+    /// The writer has its own thread and single-threaded runtime, so each reply of SQLite's
+    /// thread wakes it at once instead of joining the daemon's run queue behind the HTTP
+    /// tasks its previous commit has just woken. Measured at 16 connections (two interleaved
+    /// pairs, issue #22): 4,058 and 4,096 req/s on the daemon's runtime, 4,761 and 5,093 on
+    /// its own thread.
     pub fn spawn(
         store: Store,
         notifier: Notifier,
         archive: ArchiveWriter,
         metrics: Arc<crate::Metrics>,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let (jobs, rx) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(write_loop(rx, store, notifier, archive, metrics));
-        Self { jobs }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("group-commit".into())
+            .spawn(move || runtime.block_on(write_loop(rx, store, notifier, archive, metrics)))?;
+        Ok(Self { jobs })
     }
 }
 

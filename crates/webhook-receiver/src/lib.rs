@@ -116,7 +116,7 @@ impl AppState {
         let notifier = Notifier::new(&config.telegram);
         let metrics = Arc::new(Metrics::default());
         Ok(Self {
-            writer: Writer::spawn(store.clone(), notifier, archiver.clone(), metrics.clone()),
+            writer: Writer::spawn(store.clone(), notifier, archiver.clone(), metrics.clone())?,
             archiver,
             config: Arc::new(config),
             store,
