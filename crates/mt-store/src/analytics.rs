@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::{Result, Store, WriteTx};
+use crate::{Result, Store, WriteTx, Writes};
 
 /// Rows per multi-row INSERT: 22 bound values each, far below SQLite's 32,766 limit.
 const BATCH_ROWS: usize = 250;
@@ -169,24 +169,19 @@ impl WriteTx {
     ) -> Result<Vec<Option<i64>>> {
         let mut out = Vec::with_capacity(events.len());
         for chunk in events.chunks(BATCH_ROWS) {
-            // Only placeholders are interpolated: every value is bound.
-            let mut sql = String::from(
+            let mut writes = Writes::new();
+            writes.rows(
                 "INSERT INTO network_analytics_events (event_hash, attack_id, event_datetime, \
                  attack_vector, rule_name, rule_id, source_ip, source_port, source_asn, \
                  source_asn_name, source_country, destination_ip, destination_port, protocol, \
                  tcp_flags, colo_code, colo_country, packets, bits, outcome, mitigation_reason, \
                  notified_at, raw_data) VALUES ",
+                "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL,?)",
+                chunk.len(),
+                " ON CONFLICT(event_hash) DO NOTHING RETURNING id, event_hash",
             );
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL,?)");
-            }
-            sql.push_str(" ON CONFLICT(event_hash) DO NOTHING RETURNING id, event_hash");
-            let mut query = sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(sql));
             for e in chunk {
-                query = query
+                writes
                     .bind(&e.event_hash)
                     .bind(&e.attack_id)
                     .bind(e.event_datetime.map(to_db))
@@ -210,6 +205,8 @@ impl WriteTx {
                     .bind(&e.mitigation_reason)
                     .bind(&e.raw_data);
             }
+            let (sql, args) = writes.finish(None)?;
+            let query = sqlx::query_as_with::<_, (i64, String), _>(sql, args);
             let mut inserted: std::collections::HashMap<String, i64> = query
                 .fetch_all(self.conn())
                 .await?

@@ -4,8 +4,10 @@
 //! Opening a store applies the embedded migrations (adopting a database created by the original
 //! Python suite in place) and refuses a database whose schema is newer than this binary.
 //!
-//! Writes go through [`WriteTx`], a `BEGIN IMMEDIATE` transaction, so a webhook, its derived
-//! rows and (later) its queued notification commit together or not at all. Every statement is
+//! Writes go through [`WriteTx`], a `BEGIN IMMEDIATE` transaction on the process's one write
+//! connection (kept out of the pool, which serves reads), so a webhook, its derived rows and
+//! its queued notification commit together or not at all; [`Writes`] sends statements whose
+//! results nobody reads with the `COMMIT`, in one round trip. Every statement is
 //! parameterised; every stored time is UTC `YYYY-MM-DD HH:MM:SS` text (SPEC §4).
 
 mod analytics;

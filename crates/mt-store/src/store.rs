@@ -460,8 +460,12 @@ mod tests {
             .unwrap()
     }
 
-    /// A table whose foreign key is checked at COMMIT, so a commit can be made to fail.
-    async fn with_deferred_table(store: &Store) {
+    /// A store in `dir` with a table `t` whose foreign key is checked at COMMIT, so a commit
+    /// can be made to fail.
+    async fn with_deferred_table(dir: &tempfile::TempDir) -> Store {
+        let store = Store::open(&OpenOptions::new(dir.path().join("t.db")))
+            .await
+            .unwrap();
         let mut tx = store.begin().await.unwrap();
         sqlx::query(
             "CREATE TABLE t (id INTEGER PRIMARY KEY, \
@@ -471,15 +475,13 @@ mod tests {
         .await
         .unwrap();
         tx.commit().await.unwrap();
+        store
     }
 
     #[tokio::test]
     async fn a_failed_commit_rolls_back_and_the_next_transaction_begins() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&OpenOptions::new(dir.path().join("t.db")))
-            .await
-            .unwrap();
-        with_deferred_table(&store).await;
+        let store = with_deferred_table(&dir).await;
         let mut tx = store.begin().await.unwrap();
         sqlx::query("INSERT INTO t (id, parent) VALUES (1, 99)")
             .execute(tx.conn())
@@ -500,10 +502,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_write_with_the_commit_keeps_nothing_of_the_transaction() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&OpenOptions::new(dir.path().join("t.db")))
-            .await
-            .unwrap();
-        with_deferred_table(&store).await;
+        let store = with_deferred_table(&dir).await;
         let mut tx = store.begin().await.unwrap();
         sqlx::query("INSERT INTO t (id) VALUES (1)")
             .execute(tx.conn())
@@ -540,8 +539,7 @@ mod tests {
     async fn a_dropped_transaction_releases_the_write_lock_to_other_processes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        let store = Store::open(&OpenOptions::new(&path)).await.unwrap();
-        with_deferred_table(&store).await;
+        let store = with_deferred_table(&dir).await;
         let mut tx = store.begin().await.unwrap();
         sqlx::query("INSERT INTO t (id) VALUES (1)")
             .execute(tx.conn())

@@ -7,7 +7,8 @@ use crate::{Error, Result};
 
 /// Writes whose results nobody reads, queued to run in order in one query, for
 /// [`crate::WriteTx::commit_with`]. Each statement goes to SQLite's thread with the others
-/// and the `COMMIT`, instead of a round trip each (issue #22).
+/// and the `COMMIT`, instead of a round trip each (issue #22). Inside the crate it also
+/// builds each multi-row INSERT that runs at once, so a table has one INSERT text for both.
 ///
 /// Only placeholders are interpolated: every value is bound. sqlx binds a statement's
 /// anonymous `?` from the argument after the last one the previous statement took, so the
