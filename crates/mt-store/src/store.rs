@@ -453,6 +453,11 @@ impl WriteTx {
 mod tests {
     use super::*;
 
+    /// Runs one statement in `tx`.
+    async fn run(tx: &mut WriteTx, sql: &'static str) {
+        sqlx::query(sql).execute(tx.conn()).await.unwrap();
+    }
+
     async fn count(store: &Store) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM t")
             .fetch_one(store.pool())
@@ -483,18 +488,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = with_deferred_table(&dir).await;
         let mut tx = store.begin().await.unwrap();
-        sqlx::query("INSERT INTO t (id, parent) VALUES (1, 99)")
-            .execute(tx.conn())
-            .await
-            .unwrap();
+        run(&mut tx, "INSERT INTO t (id, parent) VALUES (1, 99)").await;
         let err = tx.commit().await.unwrap_err();
         assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
         assert_eq!(count(&store).await, 0);
         let mut tx = store.begin().await.unwrap();
-        sqlx::query("INSERT INTO t (id, parent) VALUES (1, NULL)")
-            .execute(tx.conn())
-            .await
-            .unwrap();
+        run(&mut tx, "INSERT INTO t (id, parent) VALUES (1, NULL)").await;
         tx.commit().await.unwrap();
         assert_eq!(count(&store).await, 1);
     }
@@ -504,10 +503,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = with_deferred_table(&dir).await;
         let mut tx = store.begin().await.unwrap();
-        sqlx::query("INSERT INTO t (id) VALUES (1)")
-            .execute(tx.conn())
-            .await
-            .unwrap();
+        run(&mut tx, "INSERT INTO t (id) VALUES (1)").await;
         let mut writes = Writes::new();
         writes
             .rows("INSERT INTO t (id) VALUES ", "(?)", 1, "")
@@ -527,10 +523,7 @@ mod tests {
             .rows("INSERT INTO t (id) VALUES ", "(?)", 2, "")
             .bind(1)
             .bind(2);
-        sqlx::query("INSERT INTO t (id) VALUES (3)")
-            .execute(tx.conn())
-            .await
-            .unwrap();
+        run(&mut tx, "INSERT INTO t (id) VALUES (3)").await;
         tx.commit_with(writes).await.unwrap();
         assert_eq!(count(&store).await, 3);
     }
@@ -541,10 +534,7 @@ mod tests {
         let path = dir.path().join("t.db");
         let store = with_deferred_table(&dir).await;
         let mut tx = store.begin().await.unwrap();
-        sqlx::query("INSERT INTO t (id) VALUES (1)")
-            .execute(tx.conn())
-            .await
-            .unwrap();
+        run(&mut tx, "INSERT INTO t (id) VALUES (1)").await;
         drop(tx);
         // Another process's writer gets the lock once the rollback has run (it would time out
         // if the dropped transaction kept it).
@@ -555,10 +545,7 @@ mod tests {
         .await
         .unwrap();
         let mut tx = other.begin().await.unwrap();
-        sqlx::query("INSERT INTO t (id) VALUES (2)")
-            .execute(tx.conn())
-            .await
-            .unwrap();
+        run(&mut tx, "INSERT INTO t (id) VALUES (2)").await;
         tx.commit().await.unwrap();
         let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM t")
             .fetch_all(store.pool())

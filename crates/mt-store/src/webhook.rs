@@ -7,7 +7,7 @@ use mt_common::timefmt::{from_db, to_db};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::{Result, Store, WriteTx};
+use crate::{Result, Store, WriteTx, Writes};
 
 /// How a webhook is recognised as already stored (SPEC §6). The rule itself is
 /// [`duplicate_of`]; `insert_webhook_event` performs it in SQL.
@@ -283,36 +283,20 @@ impl WriteTx {
     /// not returned is a duplicate of the row holding its key, whether stored before or
     /// earlier in `rows`.
     async fn insert_keyed(&mut self, rows: &[NewWebhookEvent]) -> Result<Vec<WebhookInsert>> {
-        // Only placeholders are interpolated: every value is bound.
-        let mut sql = String::from(
-            "INSERT INTO webhook_events (received_at, alert_type, event_state, alert_id, policy_id, \
-             policy_name, target_ip, target_prefix, source_ip, processed, action_taken, payload, \
-             payload_sha256) VALUES ",
+        let shas: Vec<String> = rows.iter().map(|w| payload_sha256(&w.payload)).collect();
+        let keyed: Vec<_> = rows
+            .iter()
+            .zip(&shas)
+            .map(|(w, sha)| (w, w.alert_id.as_deref(), sha.as_str()))
+            .collect();
+        let mut writes = Writes::new();
+        webhook_events_statement(
+            &mut writes,
+            &keyed,
+            " ON CONFLICT DO NOTHING RETURNING id, alert_id, event_state",
         );
-        for i in 0..rows.len() {
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str("(?,?,?,?,?,?,?,?,?,1,?,?,?)");
-        }
-        sql.push_str(" ON CONFLICT DO NOTHING RETURNING id, alert_id, event_state");
-        let mut query =
-            sqlx::query_as::<_, (i64, Option<String>, Option<String>)>(sqlx::AssertSqlSafe(sql));
-        for w in rows {
-            query = query
-                .bind(to_db(w.received_at))
-                .bind(&w.alert_type)
-                .bind(&w.event_state)
-                .bind(&w.alert_id)
-                .bind(&w.policy_id)
-                .bind(&w.policy_name)
-                .bind(&w.target_ip)
-                .bind(&w.target_prefix)
-                .bind(&w.source_ip)
-                .bind(&w.action_taken)
-                .bind(&w.payload)
-                .bind(payload_sha256(&w.payload));
-        }
+        let (sql, args) = writes.finish(None)?;
+        let query = sqlx::query_as_with::<_, (i64, Option<String>, Option<String>), _>(sql, args);
         let mut returned = query.fetch_all(self.conn()).await?;
         // RETURNING's order is unspecified; the rows take increasing ids in VALUES order.
         returned.sort_unstable_by_key(|(id, _, _)| *id);
@@ -354,30 +338,50 @@ impl WriteTx {
         alert_id: Option<&str>,
         sha: &str,
     ) -> Result<Option<i64>> {
-        // No conflict target: any uniqueness constraint (the seed's (alert_id, event_state))
-        // turns the insert into a no-op.
-        let inserted = sqlx::query_scalar(
-            "INSERT INTO webhook_events (received_at, alert_type, event_state, alert_id, policy_id, \
-             policy_name, target_ip, target_prefix, source_ip, processed, action_taken, payload, \
-             payload_sha256) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11, ?12) \
-             ON CONFLICT DO NOTHING RETURNING id",
-        )
-        .bind(to_db(w.received_at))
-        .bind(&w.alert_type)
-        .bind(&w.event_state)
-        .bind(alert_id)
-        .bind(&w.policy_id)
-        .bind(&w.policy_name)
-        .bind(&w.target_ip)
-        .bind(&w.target_prefix)
-        .bind(&w.source_ip)
-        .bind(&w.action_taken)
-        .bind(&w.payload)
-        .bind(sha)
-        .fetch_optional(self.conn())
-        .await?;
+        let mut writes = Writes::new();
+        webhook_events_statement(
+            &mut writes,
+            &[(w, alert_id, sha)],
+            " ON CONFLICT DO NOTHING RETURNING id",
+        );
+        let (sql, args) = writes.finish(None)?;
+        let inserted = sqlx::query_scalar_with(sql, args)
+            .fetch_optional(self.conn())
+            .await?;
         Ok(inserted)
+    }
+}
+
+/// The one `webhook_events` INSERT: each webhook under the alert id and payload hash given
+/// with it, then `tail`. With no conflict target, any uniqueness constraint (the seed's
+/// `(alert_id, event_state)`) turns a row into a no-op.
+fn webhook_events_statement(
+    writes: &mut Writes,
+    rows: &[(&NewWebhookEvent, Option<&str>, &str)],
+    tail: &str,
+) {
+    writes.rows(
+        "INSERT INTO webhook_events (received_at, alert_type, event_state, alert_id, policy_id, \
+         policy_name, target_ip, target_prefix, source_ip, processed, action_taken, payload, \
+         payload_sha256) VALUES ",
+        "(?,?,?,?,?,?,?,?,?,1,?,?,?)",
+        rows.len(),
+        tail,
+    );
+    for (w, alert_id, sha) in rows {
+        writes
+            .bind(to_db(w.received_at))
+            .bind(&w.alert_type)
+            .bind(&w.event_state)
+            .bind(*alert_id)
+            .bind(&w.policy_id)
+            .bind(&w.policy_name)
+            .bind(&w.target_ip)
+            .bind(&w.target_prefix)
+            .bind(&w.source_ip)
+            .bind(&w.action_taken)
+            .bind(&w.payload)
+            .bind(*sha);
     }
 }
 
