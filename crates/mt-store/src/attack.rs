@@ -155,19 +155,8 @@ impl WriteTx {
     /// Appends `attack_events` rows in order, in one statement per 250 rows (the receiver's
     /// group commit stores a whole batch so); returns their ids in the same order.
     pub async fn insert_attack_events(&mut self, events: &[NewAttackEvent]) -> Result<Vec<i64>> {
-        let mut ids = Vec::with_capacity(events.len());
-        for chunk in events.chunks(ATTACK_BATCH_ROWS) {
-            let mut writes = Writes::new();
-            attack_events_statement(&mut writes, chunk, " RETURNING id");
-            let (sql, args) = writes.finish(None)?;
-            let mut chunk_ids: Vec<i64> = sqlx::query_scalar_with(sql, args)
-                .fetch_all(self.conn())
-                .await?;
-            // RETURNING's order is unspecified; the rows take increasing ids in VALUES order.
-            chunk_ids.sort_unstable();
-            ids.extend(chunk_ids);
-        }
-        Ok(ids)
+        self.insert_returning_ids(events, ATTACK_BATCH_ROWS, attack_events_statement)
+            .await
     }
 }
 

@@ -142,19 +142,8 @@ impl WriteTx {
     /// Queues messages in order (the sender delivers a chat's messages by priority, then id),
     /// in one statement per 500; returns their ids in the same order.
     pub async fn enqueue_notifications(&mut self, ns: &[NewNotification<'_>]) -> Result<Vec<i64>> {
-        let mut ids = Vec::with_capacity(ns.len());
-        for chunk in ns.chunks(OUTBOX_BATCH_ROWS) {
-            let mut writes = Writes::new();
-            notifications_statement(&mut writes, chunk, " RETURNING id");
-            let (sql, args) = writes.finish(None)?;
-            let mut chunk_ids: Vec<i64> = sqlx::query_scalar_with(sql, args)
-                .fetch_all(self.conn())
-                .await?;
-            // RETURNING's order is unspecified; the rows take increasing ids in VALUES order.
-            chunk_ids.sort_unstable();
-            ids.extend(chunk_ids);
-        }
-        Ok(ids)
+        self.insert_returning_ids(ns, OUTBOX_BATCH_ROWS, notifications_statement)
+            .await
     }
 }
 

@@ -239,14 +239,7 @@ impl WriteTx {
                 return Ok(WebhookInsert::Inserted(id));
             }
         }
-        let id: i64 = sqlx::query_scalar(
-            "SELECT id FROM webhook_events WHERE alert_id = ?1 AND event_state = ?2",
-        )
-        .bind(&w.alert_id)
-        .bind(&w.event_state)
-        .fetch_one(self.conn())
-        .await?;
-        Ok(WebhookInsert::Duplicate(id))
+        Ok(WebhookInsert::Duplicate(self.holder_of_key(w).await?))
     }
 
     /// Stores webhooks in order, each with the outcome [`WriteTx::insert_webhook_event`] would
@@ -317,18 +310,23 @@ impl WriteTx {
             } else if let Some(id) = holder.get(&key) {
                 out.push(WebhookInsert::Duplicate(*id));
             } else {
-                let id: i64 = sqlx::query_scalar(
-                    "SELECT id FROM webhook_events WHERE alert_id = ?1 AND event_state = ?2",
-                )
-                .bind(&w.alert_id)
-                .bind(&w.event_state)
-                .fetch_one(self.conn())
-                .await?;
+                let id = self.holder_of_key(w).await?;
                 holder.insert(key, id);
                 out.push(WebhookInsert::Duplicate(id));
             }
         }
         Ok(out)
+    }
+
+    /// The stored row holding `w`'s `(alert_id, event_state)`, which refused `w`.
+    async fn holder_of_key(&mut self, w: &NewWebhookEvent) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM webhook_events WHERE alert_id = ?1 AND event_state = ?2",
+        )
+        .bind(&w.alert_id)
+        .bind(&w.event_state)
+        .fetch_one(self.conn())
+        .await?)
     }
 
     /// Inserts the row under `alert_id`; `None` when a uniqueness constraint refused it.

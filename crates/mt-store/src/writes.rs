@@ -3,7 +3,7 @@
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{Arguments as _, Encode, Sqlite, Type};
 
-use crate::{Error, Result};
+use crate::{Error, Result, WriteTx};
 
 /// Writes whose results nobody reads, queued to run in order in one query, for
 /// [`crate::WriteTx::commit_with`]. Each statement goes to SQLite's thread with the others
@@ -69,5 +69,30 @@ impl Writes {
             self.sql.push_str(last);
         }
         Ok((sqlx::AssertSqlSafe(self.sql), self.args))
+    }
+}
+
+impl WriteTx {
+    /// Inserts `rows` now, `per_statement` at a time, each statement built by `statement`
+    /// with `RETURNING id`; returns the new ids in the order of `rows`.
+    pub(crate) async fn insert_returning_ids<T>(
+        &mut self,
+        rows: &[T],
+        per_statement: usize,
+        statement: impl Fn(&mut Writes, &[T], &str),
+    ) -> Result<Vec<i64>> {
+        let mut ids = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(per_statement) {
+            let mut writes = Writes::new();
+            statement(&mut writes, chunk, " RETURNING id");
+            let (sql, args) = writes.finish(None)?;
+            let mut chunk_ids: Vec<i64> = sqlx::query_scalar_with(sql, args)
+                .fetch_all(self.conn())
+                .await?;
+            // RETURNING's order is unspecified; the rows take increasing ids in VALUES order.
+            chunk_ids.sort_unstable();
+            ids.extend(chunk_ids);
+        }
+        Ok(ids)
     }
 }
